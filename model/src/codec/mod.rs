@@ -1,0 +1,1 @@
+//! Memcomparable and flag-prefixed datum encodings.

@@ -1,0 +1,1 @@
+//! TiDB row value formats v1 and v2.

@@ -1,0 +1,2 @@
+//! Protobuf messages and gRPC stubs, wire-compatible with kvproto.
+#![deny(missing_docs)]
