@@ -27,5 +27,10 @@ pub mod tablecodec;
 pub mod time;
 pub mod ts;
 
+pub use change::{RawKvChange, RowChange, RowChangeKind};
 pub use datum::Datum;
+pub use ddl::{DdlEvent, DdlJob};
 pub use error::CodecError;
+pub use span::{SpanSetFingerprint, TableSpan};
+pub use tablecodec::Handle;
+pub use ts::Ts;
