@@ -1,3 +1,5 @@
 //! The control plane beside the dataflows: metadata store (etcd or embedded), epoch fencing,
 //! GC safe points, the coordinator, the TiCDC-compatible HTTP API and metrics.
 #![deny(missing_docs)]
+
+pub mod meta;
