@@ -5,3 +5,8 @@
 //! This crate talks to TiKV and PD over the network exactly as it would talk to a real cluster;
 //! the embedded cluster in `tidal-sim` is only ever a dev-dependency.
 #![deny(missing_docs)]
+
+pub mod feed;
+pub mod pd;
+pub mod schema;
+pub mod snapshot;
