@@ -4,6 +4,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod commands;
+
 /// Change data capture for TiDB/TiKV on timely dataflow.
 #[derive(Debug, Parser)]
 #[command(name = "tidal", version, about, long_about = None)]
@@ -19,7 +21,7 @@ enum Command {
     /// Run a long-lived Tidal node: control plane, HTTP API and dataflow workers.
     Server,
     /// Run the embedded TiKV+PD cluster standalone, with workloads and fault injection.
-    Sim,
+    Sim(Box<commands::sim::SimArgs>),
     /// Talk to a Tidal server's HTTP API (changefeeds, TSO), like `cdc cli`.
     Cli,
     /// Run a reproducible end-to-end benchmark and print its figures.
@@ -33,7 +35,7 @@ impl Command {
         match self {
             Command::Demo => "demo",
             Command::Server => "server",
-            Command::Sim => "sim",
+            Command::Sim(_) => "sim",
             Command::Cli => "cli",
             Command::Bench => "bench",
             Command::Verify => "verify",
@@ -50,6 +52,9 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
+    if let Command::Sim(args) = cli.command {
+        return commands::sim::run(*args);
+    }
     let name = cli.command.name();
     eprintln!("tidal {name}: not implemented yet");
     ExitCode::from(2)

@@ -9,8 +9,11 @@
 
 pub mod cdc;
 pub mod cluster;
+pub mod export;
 pub mod kv;
 pub mod mvcc;
 pub mod pd;
 pub mod region;
+pub mod tidb;
 pub mod tso;
+pub mod workload;

@@ -1,0 +1,549 @@
+//! Per-region subscription state and the translation from MVCC apply events to `cdcpb` rows.
+//!
+//! A *delegate* is TiKV's name for "everything CDC tracks about one region on one store": the
+//! region as it was when the subscriptions were made and the list of *downstreams* (one per
+//! `(stream, request_id)` that subscribed to the region). Each downstream has its own observed
+//! range (the intersection of the region and the requested range), its own loop filter and its
+//! own resolved-ts progress, so the same apply event can produce different rows for different
+//! downstreams.
+//!
+//! Everything in this module is synchronous and lock-free by itself; the hub holds its state lock
+//! while it calls in here. The txn_source filters mirror TiKV exactly, including the quirk that
+//! *any* bit at or above bit 8 counts as "lossy DDL reorg" (TiKV tests `source >> 8 != 0`), so
+//! bit 16 (lightning import) and the reserved bits are dropped as well.
+
+use std::sync::Arc;
+
+use tidal_model::codec::bytes::{decode_key, encode_key};
+use tidal_proto::cdcpb::{self, event};
+use tidal_proto::{errorpb, metapb};
+
+use super::sink::Conn;
+use crate::mvcc::{ApplyEvent, Op};
+use crate::region::Region;
+
+/// Rows with any of these bits set come from a CDC sink (bidirectional replication); they are
+/// dropped when the downstream asked for `filter_loop`.
+const CDC_WRITE_SOURCE_MASK: u64 = 0xFF;
+/// Bits 0..8 are the CDC write source; TiKV treats everything above as "lossy DDL reorg".
+const LOSSY_DDL_REORG_SHIFT: u32 = 8;
+/// Lightning physical import marker (bit 16).
+const LIGHTNING_PHYSICAL_IMPORT_BIT: u64 = 1 << 16;
+
+/// Whether a row with this txn_source is delivered to a downstream with the given loop filter.
+pub(crate) fn txn_source_passes(txn_source: u64, filter_loop: bool) -> bool {
+    if txn_source & LIGHTNING_PHYSICAL_IMPORT_BIT != 0 {
+        return false;
+    }
+    if txn_source >> LOSSY_DDL_REORG_SHIFT != 0 {
+        return false;
+    }
+    !(filter_loop && txn_source & CDC_WRITE_SOURCE_MASK != 0)
+}
+
+/// The key range one downstream observes, kept in both forms: encoded bounds for routing (region
+/// boundaries are encoded) and raw bounds for the MVCC store (whose keys are raw).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ObservedRange {
+    /// Encoded inclusive start (empty = unbounded).
+    pub enc_start: Vec<u8>,
+    /// Encoded exclusive end (empty = unbounded).
+    pub enc_end: Vec<u8>,
+    /// Raw inclusive start (empty = unbounded).
+    pub raw_start: Vec<u8>,
+    /// Raw exclusive end (empty = unbounded).
+    pub raw_end: Vec<u8>,
+}
+
+impl ObservedRange {
+    /// The intersection of the region `[region_start, region_end)` and the requested range
+    /// `[req_start, req_end)`, all encoded. As TiKV does, a requested bound that does not decode
+    /// as a memcomparable key makes the downstream observe the whole region. Region bounds that
+    /// do not decode (they always do when produced by `encode_key`) fall back to unbounded raw
+    /// bounds; routing still uses the encoded bounds, so nothing outside the region leaks.
+    pub(crate) fn new(
+        region_start: &[u8],
+        region_end: &[u8],
+        req_start: &[u8],
+        req_end: &[u8],
+    ) -> Self {
+        let req_ok =
+            decode_key(req_start).is_ok() && (req_end.is_empty() || decode_key(req_end).is_ok());
+        let (mut start, mut end) = (region_start.to_vec(), region_end.to_vec());
+        if req_ok {
+            if req_start > region_start {
+                start = req_start.to_vec();
+            }
+            if !req_end.is_empty() && (end.is_empty() || req_end < end.as_slice()) {
+                end = req_end.to_vec();
+            }
+        }
+        let raw_start = if start.is_empty() {
+            Vec::new()
+        } else {
+            decode_key(&start).unwrap_or_default()
+        };
+        let raw_end = if end.is_empty() {
+            Vec::new()
+        } else {
+            decode_key(&end).unwrap_or_default()
+        };
+        ObservedRange {
+            enc_start: start,
+            enc_end: end,
+            raw_start,
+            raw_end,
+        }
+    }
+
+    /// Whether the encoded key lies inside the range.
+    pub(crate) fn contains_encoded(&self, enc_key: &[u8]) -> bool {
+        enc_key >= self.enc_start.as_slice()
+            && (self.enc_end.is_empty() || enc_key < self.enc_end.as_slice())
+    }
+}
+
+/// Whether the encoded key lies inside `[start, end)` (encoded, empty end = unbounded).
+pub(crate) fn region_contains(start: &[u8], end: &[u8], enc_key: &[u8]) -> bool {
+    enc_key >= start && (end.is_empty() || enc_key < end)
+}
+
+/// Lifecycle of a downstream, as in TiKV: it accepts change events from the moment it is attached
+/// (initializing) and resolved timestamps only after its INITIALIZED row was queued (normal).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum DownstreamState {
+    /// Attached, initial scan still being emitted.
+    Initializing,
+    /// Initial scan finished; resolved ts may advance.
+    Normal,
+}
+
+/// One subscriber of a region: a `(stream, request_id)` pair.
+#[derive(Debug)]
+pub(crate) struct Downstream {
+    /// Unique id (never reused), so a stale scan task cannot write into a newer subscription.
+    pub id: u64,
+    /// The stream the subscription lives on.
+    pub conn: Arc<Conn>,
+    /// Client-chosen request id.
+    pub request_id: u64,
+    /// What part of the region is observed.
+    pub range: ObservedRange,
+    /// Drop rows carrying CDC write-source bits.
+    pub filter_loop: bool,
+    /// Initializing or normal.
+    pub state: DownstreamState,
+    /// Last resolved ts computed for it (monotone).
+    pub advanced_to: u64,
+    /// Whether its initial scan still counts against the store's pending-scan limit.
+    pub scan_pending: bool,
+}
+
+/// All subscriptions of one region.
+#[derive(Debug)]
+pub(crate) struct Delegate {
+    /// The region as known when the subscriptions were accepted; any later change of it ends
+    /// every downstream, so this never goes stale while downstreams exist.
+    pub region: Region,
+    /// Current subscribers.
+    pub downstreams: Vec<Downstream>,
+}
+
+fn op_type(op: &Op) -> event::row::OpType {
+    match op {
+        Op::Put => event::row::OpType::Put,
+        Op::Delete => event::row::OpType::Delete,
+    }
+}
+
+/// Converts one apply event to the row TiKV would emit for it (TiDB mode). COMMIT rows never carry
+/// a value or an old value (the client takes both from the matching PREWRITE); ROLLBACK rows have
+/// commit_ts 0 and op UNKNOWN; a 1PC write is a self-contained COMMITTED row.
+pub(crate) fn apply_event_row(ev: &ApplyEvent) -> event::Row {
+    match ev {
+        ApplyEvent::Prewrite {
+            key,
+            start_ts,
+            op,
+            value,
+            old_value,
+            generation,
+            txn_source,
+        } => event::Row {
+            start_ts: *start_ts,
+            r#type: event::LogType::Prewrite as i32,
+            op_type: op_type(op) as i32,
+            key: key.clone(),
+            value: if matches!(op, Op::Delete) {
+                Vec::new()
+            } else {
+                value.clone()
+            },
+            old_value: old_value.clone(),
+            generation: *generation,
+            txn_source: *txn_source,
+            ..Default::default()
+        },
+        ApplyEvent::Commit {
+            key,
+            start_ts,
+            commit_ts,
+            op,
+            txn_source,
+        } => event::Row {
+            start_ts: *start_ts,
+            commit_ts: *commit_ts,
+            r#type: event::LogType::Commit as i32,
+            op_type: op_type(op) as i32,
+            key: key.clone(),
+            txn_source: *txn_source,
+            ..Default::default()
+        },
+        ApplyEvent::Rollback { key, start_ts } => event::Row {
+            start_ts: *start_ts,
+            r#type: event::LogType::Rollback as i32,
+            op_type: event::row::OpType::Unknown as i32,
+            key: key.clone(),
+            ..Default::default()
+        },
+        ApplyEvent::OnePc {
+            key,
+            start_ts,
+            commit_ts,
+            op,
+            value,
+            old_value,
+            txn_source,
+        } => event::Row {
+            start_ts: *start_ts,
+            commit_ts: *commit_ts,
+            r#type: event::LogType::Committed as i32,
+            op_type: op_type(op) as i32,
+            key: key.clone(),
+            value: if matches!(op, Op::Delete) {
+                Vec::new()
+            } else {
+                value.clone()
+            },
+            old_value: old_value.clone(),
+            txn_source: *txn_source,
+            ..Default::default()
+        },
+    }
+}
+
+/// The raw key an apply event is about.
+pub(crate) fn apply_event_key(ev: &ApplyEvent) -> &[u8] {
+    match ev {
+        ApplyEvent::Prewrite { key, .. }
+        | ApplyEvent::Commit { key, .. }
+        | ApplyEvent::Rollback { key, .. }
+        | ApplyEvent::OnePc { key, .. } => key,
+    }
+}
+
+/// The INITIALIZED marker row: every field but the type is zero or empty.
+pub(crate) fn initialized_row() -> event::Row {
+    event::Row {
+        r#type: event::LogType::Initialized as i32,
+        ..Default::default()
+    }
+}
+
+/// Approximate payload size of a row, as TiKV measures it for the 32 KiB Entries limit.
+pub(crate) fn row_size(row: &event::Row) -> usize {
+    row.key
+        .len()
+        .saturating_add(row.value.len())
+        .saturating_add(row.old_value.len())
+}
+
+/// Packs rows into `Event`s whose Entries stay under `max_bytes` (a new Event is started when
+/// adding a row would reach the limit; a single oversized row still gets its own Event).
+pub(crate) fn pack_rows(
+    region_id: u64,
+    request_id: u64,
+    rows: Vec<event::Row>,
+    max_bytes: usize,
+) -> Vec<cdcpb::Event> {
+    let mut out = Vec::new();
+    let mut cur: Vec<event::Row> = Vec::new();
+    let mut cur_bytes = 0usize;
+    for row in rows {
+        let size = row_size(&row);
+        if !cur.is_empty() && cur_bytes.saturating_add(size) >= max_bytes {
+            out.push(entries_event(
+                region_id,
+                request_id,
+                std::mem::take(&mut cur),
+            ));
+            cur_bytes = 0;
+        }
+        cur_bytes = cur_bytes.saturating_add(size);
+        cur.push(row);
+    }
+    if !cur.is_empty() {
+        out.push(entries_event(region_id, request_id, cur));
+    }
+    out
+}
+
+fn entries_event(region_id: u64, request_id: u64, rows: Vec<event::Row>) -> cdcpb::Event {
+    cdcpb::Event {
+        region_id,
+        request_id,
+        event: Some(event::Event::Entries(event::Entries { entries: rows })),
+        ..Default::default()
+    }
+}
+
+/// An error event for `(request_id, region_id)`.
+pub(crate) fn error_event(region_id: u64, request_id: u64, error: cdcpb::Error) -> cdcpb::Event {
+    cdcpb::Event {
+        region_id,
+        request_id,
+        event: Some(event::Event::Error(error)),
+        ..Default::default()
+    }
+}
+
+/// The legacy per-region resolved ts event (clients without batch resolved ts).
+pub(crate) fn legacy_resolved_event(region_id: u64, request_id: u64, ts: u64) -> cdcpb::Event {
+    cdcpb::Event {
+        region_id,
+        request_id,
+        event: Some(event::Event::ResolvedTs(ts)),
+        ..Default::default()
+    }
+}
+
+/// The `metapb.Region` for a sim region.
+pub(crate) fn region_pb(region: &Region) -> metapb::Region {
+    metapb::Region {
+        id: region.id,
+        start_key: region.start.clone(),
+        end_key: region.end.clone(),
+        region_epoch: Some(metapb::RegionEpoch {
+            conf_ver: region.epoch.conf_ver,
+            version: region.epoch.version,
+        }),
+        peers: region
+            .peers
+            .iter()
+            .map(|p| metapb::Peer {
+                id: p.id,
+                store_id: p.store_id,
+                ..Default::default()
+            })
+            .collect(),
+        ..Default::default()
+    }
+}
+
+/// The leader peer of a region, if its leader store holds a peer.
+pub(crate) fn leader_pb(region: &Region) -> Option<metapb::Peer> {
+    region
+        .peers
+        .iter()
+        .find(|p| p.store_id == region.leader_store)
+        .map(|p| metapb::Peer {
+            id: p.id,
+            store_id: p.store_id,
+            ..Default::default()
+        })
+}
+
+/// Builders for every `cdcpb.Error` variant the sim emits.
+pub(crate) mod errors {
+    use super::*;
+
+    /// `cluster_id_mismatch{current, request}`.
+    pub(crate) fn cluster_id_mismatch(current: u64, request: u64) -> cdcpb::Error {
+        cdcpb::Error {
+            cluster_id_mismatch: Some(cdcpb::ClusterIdMismatch { current, request }),
+            ..Default::default()
+        }
+    }
+
+    /// `compatibility{required_version: "6.2.0"}` (unsupported kv_api).
+    pub(crate) fn compatibility() -> cdcpb::Error {
+        cdcpb::Error {
+            compatibility: Some(cdcpb::Compatibility {
+                required_version: "6.2.0".to_owned(),
+            }),
+            ..Default::default()
+        }
+    }
+
+    /// `server_is_busy` for too many pending incremental scans.
+    pub(crate) fn server_is_busy() -> cdcpb::Error {
+        cdcpb::Error {
+            server_is_busy: Some(errorpb::ServerIsBusy {
+                reason: "too many pending incremental scans".to_owned(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    /// `region_not_found{region_id}`.
+    pub(crate) fn region_not_found(region_id: u64) -> cdcpb::Error {
+        cdcpb::Error {
+            region_not_found: Some(errorpb::RegionNotFound { region_id }),
+            ..Default::default()
+        }
+    }
+
+    /// `duplicate_request{region_id}`.
+    pub(crate) fn duplicate_request(region_id: u64) -> cdcpb::Error {
+        cdcpb::Error {
+            duplicate_request: Some(cdcpb::DuplicateRequest { region_id }),
+            ..Default::default()
+        }
+    }
+
+    /// `not_leader{region_id, leader}`.
+    pub(crate) fn not_leader(region_id: u64, leader: Option<metapb::Peer>) -> cdcpb::Error {
+        cdcpb::Error {
+            not_leader: Some(errorpb::NotLeader { region_id, leader }),
+            ..Default::default()
+        }
+    }
+
+    /// `epoch_not_match{current_regions}`.
+    pub(crate) fn epoch_not_match(current_regions: Vec<metapb::Region>) -> cdcpb::Error {
+        cdcpb::Error {
+            epoch_not_match: Some(errorpb::EpochNotMatch { current_regions }),
+            ..Default::default()
+        }
+    }
+
+    /// `congested{region_id}`.
+    pub(crate) fn congested(region_id: u64) -> cdcpb::Error {
+        cdcpb::Error {
+            congested: Some(cdcpb::Congested { region_id }),
+            ..Default::default()
+        }
+    }
+}
+
+/// The encoded form of a raw key, for routing.
+pub(crate) fn enc(raw: &[u8]) -> Vec<u8> {
+    encode_key(raw)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn txn_source_filters_match_tikv() {
+        assert!(txn_source_passes(0, true));
+        assert!(txn_source_passes(0, false));
+        // CDC write source: dropped only with filter_loop.
+        assert!(txn_source_passes(1, false));
+        assert!(!txn_source_passes(1, true));
+        assert!(!txn_source_passes(0xFF, true));
+        // Lossy DDL reorg (bits 8..16): always dropped.
+        assert!(!txn_source_passes(1 << 8, false));
+        assert!(!txn_source_passes(0xFF00, false));
+        // Lightning import (bit 16): always dropped.
+        assert!(!txn_source_passes(1 << 16, false));
+        // Reserved high bits count as "reorg" in TiKV's check.
+        assert!(!txn_source_passes(1 << 40, false));
+    }
+
+    #[test]
+    fn observed_range_intersects_in_encoded_space() {
+        let (rs, re) = (encode_key(b"b"), encode_key(b"m"));
+        // Request wider than the region: the region wins.
+        let r = ObservedRange::new(&rs, &re, &encode_key(b"a"), &[]);
+        assert_eq!(
+            (r.raw_start.as_slice(), r.raw_end.as_slice()),
+            (&b"b"[..], &b"m"[..])
+        );
+        // Request inside the region.
+        let r = ObservedRange::new(&rs, &re, &encode_key(b"c"), &encode_key(b"d"));
+        assert_eq!(
+            (r.raw_start.as_slice(), r.raw_end.as_slice()),
+            (&b"c"[..], &b"d"[..])
+        );
+        assert!(r.contains_encoded(&encode_key(b"c")));
+        assert!(r.contains_encoded(&encode_key(b"c\xff")));
+        assert!(!r.contains_encoded(&encode_key(b"d")));
+        assert!(!r.contains_encoded(&encode_key(b"b")));
+        // Unbounded region, bounded request.
+        let r = ObservedRange::new(&[], &[], &encode_key(b"x"), &[]);
+        assert_eq!(r.enc_start, encode_key(b"x"));
+        assert!(r.enc_end.is_empty() && r.raw_end.is_empty());
+    }
+
+    #[test]
+    fn undecodable_request_observes_whole_region() {
+        let (rs, re) = (encode_key(b"b"), encode_key(b"m"));
+        // Raw keys are not valid memcomparable encodings.
+        let r = ObservedRange::new(&rs, &re, b"c", b"d");
+        assert_eq!(r.enc_start, rs);
+        assert_eq!(r.enc_end, re);
+        assert_eq!(r.raw_start, b"b".to_vec());
+        assert_eq!(r.raw_end, b"m".to_vec());
+    }
+
+    #[test]
+    fn rows_are_packed_under_the_byte_limit() {
+        let rows: Vec<event::Row> = (0..10u8)
+            .map(|i| event::Row {
+                key: vec![i],
+                value: vec![0; 99],
+                ..Default::default()
+            })
+            .collect();
+        // Each row is 100 bytes; a limit of 350 gives 3 rows per event (300 + 100 reaches 400 > 350).
+        let events = pack_rows(7, 9, rows, 350);
+        let sizes: Vec<usize> = events
+            .iter()
+            .map(|e| match &e.event {
+                Some(event::Event::Entries(en)) => en.entries.len(),
+                _ => 0,
+            })
+            .collect();
+        assert_eq!(sizes, vec![3, 3, 3, 1]);
+        assert!(events.iter().all(|e| e.region_id == 7 && e.request_id == 9));
+        // An oversized single row still goes out, alone.
+        let big = vec![
+            event::Row {
+                value: vec![0; 1000],
+                ..Default::default()
+            },
+            event::Row::default(),
+        ];
+        assert_eq!(pack_rows(1, 1, big, 350).len(), 2);
+        assert!(pack_rows(1, 1, Vec::new(), 350).is_empty());
+    }
+
+    #[test]
+    fn live_rows_follow_tikv_shapes() {
+        let commit = apply_event_row(&ApplyEvent::Commit {
+            key: b"k".to_vec(),
+            start_ts: 10,
+            commit_ts: 11,
+            op: Op::Put,
+            txn_source: 0,
+        });
+        assert_eq!(commit.r#type, event::LogType::Commit as i32);
+        assert_eq!((commit.start_ts, commit.commit_ts), (10, 11));
+        assert!(commit.value.is_empty() && commit.old_value.is_empty());
+        let rb = apply_event_row(&ApplyEvent::Rollback {
+            key: b"k".to_vec(),
+            start_ts: 10,
+        });
+        assert_eq!(rb.r#type, event::LogType::Rollback as i32);
+        assert_eq!(
+            (rb.commit_ts, rb.op_type),
+            (0, event::row::OpType::Unknown as i32)
+        );
+        let init = initialized_row();
+        assert_eq!(init.r#type, event::LogType::Initialized as i32);
+        assert!(init.key.is_empty() && init.start_ts == 0 && init.commit_ts == 0);
+    }
+}

@@ -1,0 +1,455 @@
+//! One CDC stream's outbound side: an ordered queue and the task that batches it onto the wire.
+//!
+//! Everything a stream sends — scan rows, live rows, error events, resolved timestamps — goes
+//! through ONE FIFO queue per stream. That single queue is what gives the per-region ordering
+//! TiKV guarantees with its barriers: a live event queued before a scan chunk is sent before it,
+//! and a ResolvedTs queued after a commit is sent after it.
+//!
+//! Batching (TiKV `channel.rs`): consecutive `Event`s are packed into one `ChangeDataEvent`, at
+//! most `max_events_per_message` of them and at most about 6 MiB; a `ResolvedTs` always travels
+//! alone in its own message.
+//!
+//! Backpressure: the queue never blocks a producer that runs under the MVCC write lock. Live
+//! events are refused once the queued bytes exceed the stream's memory quota (the caller then ends
+//! the subscription with a `congested` error, as TiKV does when its sink memory quota is
+//! exhausted); resolved timestamps are skipped while over quota (a later one supersedes them);
+//! error events are always queued (TiKV force-sends them, and each ends a subscription, so they
+//! are bounded). The initial scan is the only producer that waits: it awaits room below a smaller
+//! threshold, like TiKV's bounded scan channel.
+//!
+//! The `set_event_delay` fault stamps each item with a release time; the sender holds the head of
+//! the queue until then, which delays delivery without reordering.
+
+use std::collections::VecDeque;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use prost::Message;
+use tidal_proto::cdcpb::{ChangeDataEvent, Event, ResolvedTs};
+use tokio::sync::{Notify, mpsc, watch};
+use tokio::time::Instant;
+use tonic::Status;
+
+/// TiKV's upper bound for one `ChangeDataEvent` (CDC_RESP_MAX_BYTES).
+pub(crate) const RESP_MAX_BYTES: usize = 6 * 1024 * 1024;
+
+/// Feature gates of a stream, fixed by its first request (TiKV `FeatureGate`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) struct FeatureGates {
+    /// ticdc_version ≥ 4.0.8: store-level batched resolved ts.
+    pub batch_resolved_ts: bool,
+    /// ticdc_version ≥ 5.3.0: the header's cluster id is checked.
+    pub validate_cluster_id: bool,
+}
+
+#[derive(Debug)]
+enum Item {
+    Event(Event, usize),
+    Resolved(ResolvedTs),
+}
+
+#[derive(Debug)]
+struct Queued {
+    ready_at: Instant,
+    item: Item,
+}
+
+#[derive(Debug)]
+enum Closing {
+    Open,
+    /// Flush what is queued, then end the response stream with OK.
+    Graceful,
+    /// Drop what is queued and end the response stream with this status.
+    Abort(Status),
+}
+
+#[derive(Debug)]
+struct OutQueue {
+    items: VecDeque<Queued>,
+    bytes: usize,
+    closing: Closing,
+}
+
+/// Result of offering live events to a stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Offer {
+    /// Queued.
+    Queued,
+    /// Over the memory quota; nothing was queued.
+    Congested,
+    /// The stream is closing; nothing was queued.
+    Closed,
+}
+
+/// One `EventFeed`/`EventFeedV2` call on one store.
+#[derive(Debug)]
+pub(crate) struct Conn {
+    /// Unique stream id.
+    pub id: u64,
+    /// The store whose service accepted the stream.
+    pub store_id: u64,
+    /// `stream-multiplexing` negotiated (EventFeedV2 header).
+    pub multiplexing: bool,
+    gates: OnceLock<FeatureGates>,
+    out: Mutex<OutQueue>,
+    wake: Notify,
+    space: Notify,
+    cancel: watch::Sender<bool>,
+}
+
+impl Conn {
+    /// A new open stream.
+    pub(crate) fn new(id: u64, store_id: u64, multiplexing: bool) -> Self {
+        Conn {
+            id,
+            store_id,
+            multiplexing,
+            gates: OnceLock::new(),
+            out: Mutex::new(OutQueue {
+                items: VecDeque::new(),
+                bytes: 0,
+                closing: Closing::Open,
+            }),
+            wake: Notify::new(),
+            space: Notify::new(),
+            cancel: watch::channel(false).0,
+        }
+    }
+
+    /// Fixes the feature gates (first request only; later calls are ignored).
+    pub(crate) fn set_gates(&self, gates: FeatureGates) {
+        let _ = self.gates.set(gates);
+    }
+
+    /// The feature gates (all off before the first request).
+    pub(crate) fn gates(&self) -> FeatureGates {
+        self.gates.get().copied().unwrap_or_default()
+    }
+
+    /// A receiver that flips to `true` when the stream is closed or aborted by the server.
+    pub(crate) fn cancelled(&self) -> watch::Receiver<bool> {
+        self.cancel.subscribe()
+    }
+
+    /// Whether the stream still accepts items.
+    pub(crate) fn is_open(&self) -> bool {
+        matches!(self.out.lock().closing, Closing::Open)
+    }
+
+    /// Queued bytes.
+    #[cfg(test)]
+    pub(crate) fn queued_bytes(&self) -> usize {
+        self.out.lock().bytes
+    }
+
+    fn push_locked(q: &mut OutQueue, ready_at: Instant, ev: Event) {
+        let size = ev.encoded_len();
+        q.bytes = q.bytes.saturating_add(size);
+        q.items.push_back(Queued {
+            ready_at,
+            item: Item::Event(ev, size),
+        });
+    }
+
+    /// Offers live events; all or nothing. Refused with `Congested` when the queue already holds
+    /// more than `quota` bytes.
+    pub(crate) fn offer_live(&self, events: Vec<Event>, delay: Duration, quota: usize) -> Offer {
+        let mut q = self.out.lock();
+        if !matches!(q.closing, Closing::Open) {
+            return Offer::Closed;
+        }
+        if q.bytes > quota {
+            return Offer::Congested;
+        }
+        let ready_at = Instant::now() + delay;
+        for ev in events {
+            Self::push_locked(&mut q, ready_at, ev);
+        }
+        drop(q);
+        self.wake.notify_one();
+        Offer::Queued
+    }
+
+    /// Queues events regardless of the quota (error events, scan chunks after waiting for room).
+    /// Returns false if the stream is closing.
+    pub(crate) fn push_forced(&self, events: Vec<Event>, delay: Duration) -> bool {
+        let mut q = self.out.lock();
+        if !matches!(q.closing, Closing::Open) {
+            return false;
+        }
+        let ready_at = Instant::now() + delay;
+        for ev in events {
+            Self::push_locked(&mut q, ready_at, ev);
+        }
+        drop(q);
+        self.wake.notify_one();
+        true
+    }
+
+    /// Queues a resolved ts unless the queue is over `quota` bytes (then it is skipped: a later
+    /// resolved ts supersedes it).
+    pub(crate) fn offer_resolved(&self, rts: ResolvedTs, delay: Duration, quota: usize) {
+        let mut q = self.out.lock();
+        if !matches!(q.closing, Closing::Open) || q.bytes > quota {
+            return;
+        }
+        q.items.push_back(Queued {
+            ready_at: Instant::now() + delay,
+            item: Item::Resolved(rts),
+        });
+        drop(q);
+        self.wake.notify_one();
+    }
+
+    /// Waits until the queue holds at most `limit` bytes or the stream closes.
+    pub(crate) async fn wait_for_room(&self, limit: usize) {
+        loop {
+            let notified = self.space.notified();
+            {
+                let q = self.out.lock();
+                if q.bytes <= limit || !matches!(q.closing, Closing::Open) {
+                    return;
+                }
+            }
+            notified.await;
+        }
+    }
+
+    /// Ends the stream after flushing what is queued (the request side ended).
+    pub(crate) fn close_graceful(&self) {
+        let mut q = self.out.lock();
+        if matches!(q.closing, Closing::Open) {
+            q.closing = Closing::Graceful;
+        }
+        drop(q);
+        self.finish_close();
+    }
+
+    /// Aborts the stream with a gRPC error; queued items are dropped.
+    pub(crate) fn abort(&self, status: Status) {
+        let mut q = self.out.lock();
+        if !matches!(q.closing, Closing::Abort(_)) {
+            q.closing = Closing::Abort(status);
+            q.items.clear();
+            q.bytes = 0;
+        }
+        drop(q);
+        self.finish_close();
+    }
+
+    fn finish_close(&self) {
+        self.cancel.send_replace(true);
+        self.wake.notify_one();
+        self.space.notify_waiters();
+    }
+
+    /// Takes the next message to send, or the terminal status. `Ok(None)` means "nothing ready
+    /// yet", with the instant the head becomes ready if it is delayed.
+    fn next_message(&self, max_events: usize) -> Next {
+        let mut q = self.out.lock();
+        if let Closing::Abort(status) = &q.closing {
+            return Next::End(Some(status.clone()));
+        }
+        let now = Instant::now();
+        let Some(head) = q.items.front() else {
+            return if matches!(q.closing, Closing::Graceful) {
+                Next::End(None)
+            } else {
+                Next::Wait(None)
+            };
+        };
+        if head.ready_at > now {
+            return Next::Wait(Some(head.ready_at));
+        }
+        if matches!(head.item, Item::Resolved(_)) {
+            let Some(Queued {
+                item: Item::Resolved(rts),
+                ..
+            }) = q.items.pop_front()
+            else {
+                return Next::Wait(None);
+            };
+            return Next::Send(ChangeDataEvent {
+                events: Vec::new(),
+                resolved_ts: Some(rts),
+            });
+        }
+        let mut events = Vec::new();
+        let mut bytes = 0usize;
+        while events.len() < max_events.max(1) {
+            let take = match q.items.front() {
+                Some(Queued {
+                    ready_at,
+                    item: Item::Event(_, size),
+                }) if *ready_at <= now => {
+                    events.is_empty() || bytes.saturating_add(*size) < RESP_MAX_BYTES
+                }
+                _ => false,
+            };
+            if !take {
+                break;
+            }
+            if let Some(Queued {
+                item: Item::Event(ev, size),
+                ..
+            }) = q.items.pop_front()
+            {
+                bytes = bytes.saturating_add(size);
+                q.bytes = q.bytes.saturating_sub(size);
+                events.push(ev);
+            }
+        }
+        Next::Send(ChangeDataEvent {
+            events,
+            resolved_ts: None,
+        })
+    }
+}
+
+enum Next {
+    Send(ChangeDataEvent),
+    Wait(Option<Instant>),
+    End(Option<Status>),
+}
+
+/// Why the sender task stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SenderExit {
+    /// The server closed or aborted the stream.
+    ServerClosed,
+    /// The client dropped the response stream.
+    ClientGone,
+}
+
+/// Drains the stream's queue into the gRPC response channel until the stream ends.
+pub(crate) async fn run_sender(
+    conn: &Conn,
+    tx: mpsc::Sender<Result<ChangeDataEvent, Status>>,
+    max_events: usize,
+) -> SenderExit {
+    loop {
+        let notified = conn.wake.notified();
+        match conn.next_message(max_events) {
+            Next::Send(msg) => {
+                conn.space.notify_waiters();
+                if tx.send(Ok(msg)).await.is_err() {
+                    return SenderExit::ClientGone;
+                }
+            }
+            Next::Wait(None) => {
+                tokio::select! {
+                    () = notified => {}
+                    () = tx.closed() => return SenderExit::ClientGone,
+                }
+            }
+            Next::Wait(Some(at)) => {
+                tokio::select! {
+                    () = tokio::time::sleep_until(at) => {}
+                    () = notified => {}
+                    () = tx.closed() => return SenderExit::ClientGone,
+                }
+            }
+            Next::End(status) => {
+                if let Some(status) = status {
+                    let _ = tx.send(Err(status)).await;
+                }
+                return SenderExit::ServerClosed;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tidal_proto::cdcpb::event;
+
+    fn ev(region: u64) -> Event {
+        Event {
+            region_id: region,
+            event: Some(event::Event::ResolvedTs(1)),
+            ..Default::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn batches_events_and_isolates_resolved_ts() {
+        let conn = Conn::new(1, 1, true);
+        let (tx, mut rx) = mpsc::channel(16);
+        for i in 0..5 {
+            assert_eq!(
+                conn.offer_live(vec![ev(i)], Duration::ZERO, usize::MAX),
+                Offer::Queued
+            );
+        }
+        conn.offer_resolved(
+            ResolvedTs {
+                regions: vec![1],
+                ts: 5,
+                request_id: 0,
+            },
+            Duration::ZERO,
+            usize::MAX,
+        );
+        assert!(conn.push_forced(vec![ev(9)], Duration::ZERO));
+        conn.close_graceful();
+        assert_eq!(run_sender(&conn, tx, 2).await, SenderExit::ServerClosed);
+        let mut shapes = Vec::new();
+        while let Some(Ok(msg)) = rx.recv().await {
+            shapes.push((msg.events.len(), msg.resolved_ts.map(|r| r.ts)));
+        }
+        assert_eq!(
+            shapes,
+            vec![(2, None), (2, None), (1, None), (0, Some(5)), (1, None)]
+        );
+    }
+
+    #[tokio::test]
+    async fn congestion_refuses_live_but_not_forced() {
+        let conn = Conn::new(1, 1, false);
+        assert_eq!(
+            conn.offer_live(vec![ev(1)], Duration::ZERO, 0),
+            Offer::Queued
+        );
+        assert!(conn.queued_bytes() > 0);
+        assert_eq!(
+            conn.offer_live(vec![ev(2)], Duration::ZERO, 0),
+            Offer::Congested
+        );
+        assert!(conn.push_forced(vec![ev(3)], Duration::ZERO));
+        conn.abort(Status::unavailable("reset"));
+        assert_eq!(
+            conn.offer_live(vec![ev(4)], Duration::ZERO, usize::MAX),
+            Offer::Closed
+        );
+        let (tx, mut rx) = mpsc::channel(4);
+        assert_eq!(run_sender(&conn, tx, 64).await, SenderExit::ServerClosed);
+        let first = rx.recv().await;
+        assert!(matches!(first, Some(Err(ref s)) if s.code() == tonic::Code::Unavailable));
+        assert!(rx.recv().await.is_none());
+    }
+
+    #[tokio::test]
+    async fn delay_holds_events_back_in_order() {
+        let conn = Conn::new(1, 1, false);
+        assert_eq!(
+            conn.offer_live(vec![ev(1)], Duration::from_millis(150), usize::MAX),
+            Offer::Queued
+        );
+        assert_eq!(
+            conn.offer_live(vec![ev(2)], Duration::ZERO, usize::MAX),
+            Offer::Queued
+        );
+        conn.close_graceful();
+        let (tx, mut rx) = mpsc::channel(4);
+        let start = Instant::now();
+        assert_eq!(run_sender(&conn, tx, 1).await, SenderExit::ServerClosed);
+        assert!(start.elapsed() >= Duration::from_millis(150));
+        let order: Vec<u64> = std::iter::from_fn(|| rx.try_recv().ok())
+            .filter_map(Result::ok)
+            .map(|m| m.events[0].region_id)
+            .collect();
+        assert_eq!(order, vec![1, 2]);
+    }
+}

@@ -1,0 +1,1691 @@
+//! The cluster's multi-version store: percolator-style transactions over raw keys.
+//!
+//! One store serves the whole cluster; regions and stores only decide who may serve which keys
+//! (see `region`). The layout mirrors TiKV's column families so that the behaviour a CDC client
+//! observes (event kinds, their order, old values, conflicts) follows from the same rules:
+//!
+//! * the **lock map** (TiKV's lock CF): at most one lock per key, written by prewrite and removed
+//!   by commit or rollback. Keeping locks in their own ordered map makes "minimum lock start_ts in
+//!   a range" (needed for resolved ts every second per region) cost O(locks in range), not
+//!   O(keys in range).
+//! * the **write map** (TiKV's write CF, values inlined): per key, the committed versions in
+//!   ascending commit_ts order — Put(value), Delete, or Rollback records.
+//!
+//! A committed key's `Vec<u8>` is allocated once, at its first prewrite, and moved from the lock
+//! map into the write map at commit; values move from the lock into the write record. The write
+//! path therefore allocates nothing beyond the data itself, except the events handed to an
+//! observer (built only when one is installed).
+//!
+//! Every write operation (prewrite, commit, rollback, 1PC) validates all its keys first and then
+//! applies all of them, like a TiKV command whose key errors abort the whole write batch. It runs
+//! under the store's write lock and reports its effects to the [`ApplyObserver`] in apply order,
+//! in one call, before the lock is released. [`MvccStore::atomically`] gives a reader a view in
+//! which no write can apply (CDC uses it to attach a subscriber and take its initial-scan snapshot
+//! at the same instant), and [`MvccStore::exclusive`] lets region changes (splits, merges, leader
+//! transfers) take their place in the same apply order, as raft admin commands do in TiKV.
+//!
+//! The observer runs while the write lock is held: it must not call back into the store (that
+//! would deadlock), but it may read the region manager.
+//!
+//! GC: [`MvccStore::gc`] compacts history below a safe point exactly as TiKV's GC does (the newest
+//! Put at or below the safe point survives, a newest Delete and everything older are dropped,
+//! rollback records below it are dropped) and raises the *physical* safe point. Snapshot reads
+//! below the physical safe point fail with [`ReadError::GcSafePoint`] rather than silently
+//! returning a partial history.
+
+use std::cmp::Ordering;
+use std::collections::BTreeMap;
+use std::fmt;
+use std::iter::Peekable;
+use std::ops::Bound;
+use std::sync::Arc;
+
+use parking_lot::RwLock;
+
+use crate::region::RegionChange;
+
+/// Kind of a data mutation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Op {
+    /// Write a value.
+    Put,
+    /// Delete the key.
+    Delete,
+}
+
+/// One key's change in a transaction (raw key).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Mutation {
+    /// Raw user key.
+    pub key: Vec<u8>,
+    /// Put or Delete.
+    pub op: Op,
+    /// The new value (ignored for Delete).
+    pub value: Vec<u8>,
+}
+
+impl Mutation {
+    /// A Put of `value` at `key`.
+    pub fn put(key: impl Into<Vec<u8>>, value: impl Into<Vec<u8>>) -> Self {
+        Self {
+            key: key.into(),
+            op: Op::Put,
+            value: value.into(),
+        }
+    }
+
+    /// A Delete of `key`.
+    pub fn delete(key: impl Into<Vec<u8>>) -> Self {
+        Self {
+            key: key.into(),
+            op: Op::Delete,
+            value: Vec::new(),
+        }
+    }
+}
+
+/// Options for the less common prewrite shapes.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PrewriteOptions {
+    /// Pipelined-DML flush generation (0 for a normal transaction).
+    pub generation: u64,
+    /// The txn_source bitmap (CDC write source, lossy DDL, lightning bits).
+    pub txn_source: u64,
+    /// Write or rewrite the lock without carrying the value in the event: re-prewriting a key
+    /// this transaction already locked keeps the stored value and reports a PREWRITE with an
+    /// empty value (TiKV's "fake prewrite" after a lock rewrite). On a key without a lock the
+    /// mutation's value is stored (so the commit still has it) but the event's value is empty.
+    pub lock_only: bool,
+    /// Lock TTL in milliseconds (informational; 0 means 3000).
+    pub ttl: u64,
+    /// for_update_ts of a pessimistic transaction (0 for optimistic).
+    pub for_update_ts: u64,
+}
+
+/// A lock as a reader or a conflicting writer sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LockInfo {
+    /// The locked raw key.
+    pub key: Vec<u8>,
+    /// The transaction's primary key.
+    pub primary: Vec<u8>,
+    /// The locking transaction's start_ts.
+    pub start_ts: u64,
+    /// Lock TTL in milliseconds.
+    pub ttl: u64,
+    /// Kind of the pending mutation.
+    pub op: Op,
+    /// for_update_ts (0 for optimistic transactions).
+    pub for_update_ts: u64,
+    /// Pipelined-DML generation.
+    pub generation: u64,
+    /// txn_source bitmap.
+    pub txn_source: u64,
+}
+
+/// Why a transactional write was refused. Nothing of the command was applied.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum TxnError {
+    /// Another transaction holds a lock on the key.
+    #[error("key {:?} is locked by txn {}", .0.key, .0.start_ts)]
+    Locked(LockInfo),
+    /// A transaction committed on the key after this one started (or this one was rolled back).
+    #[error(
+        "write conflict on key {key:?}: txn {start_ts} vs txn {conflict_start_ts} committed at {conflict_commit_ts}"
+    )]
+    WriteConflict {
+        /// The conflicting key.
+        key: Vec<u8>,
+        /// This transaction's start_ts.
+        start_ts: u64,
+        /// The start_ts of the transaction that wrote the conflicting version.
+        conflict_start_ts: u64,
+        /// Its commit_ts.
+        conflict_commit_ts: u64,
+        /// This transaction's primary key.
+        primary: Vec<u8>,
+    },
+    /// Commit of a transaction that was rolled back.
+    #[error("txn {start_ts} was rolled back (key {key:?})")]
+    RolledBack {
+        /// The key whose rollback record was found.
+        key: Vec<u8>,
+        /// The transaction's start_ts.
+        start_ts: u64,
+    },
+    /// Commit found neither the transaction's lock nor its commit record.
+    #[error("txn {start_ts} not found on key {key:?}")]
+    TxnNotFound {
+        /// The key.
+        key: Vec<u8>,
+        /// The transaction's start_ts.
+        start_ts: u64,
+    },
+    /// Rollback of a transaction that already committed.
+    #[error("txn {start_ts} already committed at {commit_ts} (key {key:?})")]
+    Committed {
+        /// The key.
+        key: Vec<u8>,
+        /// The transaction's start_ts.
+        start_ts: u64,
+        /// Its commit_ts.
+        commit_ts: u64,
+    },
+    /// commit_ts must be greater than start_ts.
+    #[error("invalid commit_ts {commit_ts} for txn {start_ts}")]
+    InvalidCommitTs {
+        /// The transaction's start_ts.
+        start_ts: u64,
+        /// The offending commit_ts.
+        commit_ts: u64,
+    },
+}
+
+/// Why a snapshot read failed.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ReadError {
+    /// A lock with start_ts ≤ the read ts is in the way; resolve it and retry.
+    #[error("key {:?} is locked by txn {}", .0.key, .0.start_ts)]
+    Locked(LockInfo),
+    /// The read ts is below the physical GC safe point: the snapshot may be gone.
+    #[error("read ts {ts} is below the GC safe point {safe_point}")]
+    GcSafePoint {
+        /// The requested read ts.
+        ts: u64,
+        /// The physical GC safe point.
+        safe_point: u64,
+    },
+}
+
+/// One effect of a write operation, as the observer (CDC) sees it. Keys are raw.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ApplyEvent {
+    /// A lock was written (or rewritten).
+    Prewrite {
+        /// Raw key.
+        key: Vec<u8>,
+        /// Transaction start_ts.
+        start_ts: u64,
+        /// Put or Delete.
+        op: Op,
+        /// The value (empty for Delete and for lock-only rewrites).
+        value: Vec<u8>,
+        /// The newest committed value before the write (empty if none or deleted).
+        old_value: Vec<u8>,
+        /// Pipelined-DML generation.
+        generation: u64,
+        /// txn_source bitmap.
+        txn_source: u64,
+    },
+    /// A 2PC commit record was written.
+    Commit {
+        /// Raw key.
+        key: Vec<u8>,
+        /// Transaction start_ts.
+        start_ts: u64,
+        /// Commit ts.
+        commit_ts: u64,
+        /// Put or Delete.
+        op: Op,
+        /// txn_source bitmap.
+        txn_source: u64,
+    },
+    /// A rollback record was written.
+    Rollback {
+        /// Raw key.
+        key: Vec<u8>,
+        /// The rolled-back transaction's start_ts.
+        start_ts: u64,
+    },
+    /// A 1PC commit (self-contained, no prewrite precedes it).
+    OnePc {
+        /// Raw key.
+        key: Vec<u8>,
+        /// Transaction start_ts.
+        start_ts: u64,
+        /// Commit ts.
+        commit_ts: u64,
+        /// Put or Delete.
+        op: Op,
+        /// The value (empty for Delete).
+        value: Vec<u8>,
+        /// The newest committed value before the write (empty if none or deleted).
+        old_value: Vec<u8>,
+        /// txn_source bitmap.
+        txn_source: u64,
+    },
+}
+
+/// Receives every applied write, synchronously and in apply order.
+pub trait ApplyObserver: Send + Sync {
+    /// Called once per write operation with all its effects, while the store's write lock is
+    /// held. Must not call back into the store.
+    fn on_apply(&self, events: &[ApplyEvent]);
+
+    /// Called when a region change takes its place in apply order (under the same lock, before
+    /// it is published on the region manager's broadcast channel). The default does nothing.
+    fn on_region_change(&self, _change: &RegionChange) {}
+}
+
+/// A lock found by an initial (delta) scan.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ScanLock {
+    /// Raw key.
+    pub key: Vec<u8>,
+    /// Transaction start_ts.
+    pub start_ts: u64,
+    /// Put or Delete.
+    pub op: Op,
+    /// The locked value (empty for Delete).
+    pub value: Vec<u8>,
+    /// The newest committed value (empty if none or deleted).
+    pub old_value: Vec<u8>,
+    /// Pipelined-DML generation.
+    pub generation: u64,
+    /// txn_source bitmap.
+    pub txn_source: u64,
+}
+
+/// A committed version found by an initial (delta) scan.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ScanCommit {
+    /// Raw key.
+    pub key: Vec<u8>,
+    /// Transaction start_ts.
+    pub start_ts: u64,
+    /// Commit ts.
+    pub commit_ts: u64,
+    /// Put or Delete.
+    pub op: Op,
+    /// The value (empty for Delete).
+    pub value: Vec<u8>,
+    /// The previous committed value before this commit (empty if none or deleted).
+    pub old_value: Vec<u8>,
+    /// txn_source bitmap.
+    pub txn_source: u64,
+}
+
+/// Result of [`MvccView::delta_scan`]: rows sorted by key; for one key, commits come newest
+/// first (the order TiKV's delta scanner yields them).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DeltaScan {
+    /// Every Put/Delete lock in range, whatever its start_ts.
+    pub locks: Vec<ScanLock>,
+    /// Every Put/Delete commit with commit_ts > after_ts in range.
+    pub commits: Vec<ScanCommit>,
+}
+
+/// Lock-handling options for a snapshot read (kvrpcpb `Context.resolved_locks` /
+/// `committed_locks`).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ReadOptions<'a> {
+    /// Locks of these transactions are ignored (they rolled back or commit after the read).
+    pub bypass_locks: &'a [u64],
+    /// Locks of these transactions are read through: their pending value is visible.
+    pub access_locks: &'a [u64],
+}
+
+/// Key/value pairs in key order.
+pub type KvPairs = Vec<(Vec<u8>, Vec<u8>)>;
+
+/// One entry of a scan with per-key lock errors.
+pub type ScanItem = Result<(Vec<u8>, Vec<u8>), LockInfo>;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Lock {
+    start_ts: u64,
+    primary: Arc<[u8]>,
+    op: Op,
+    value: Vec<u8>,
+    ttl: u64,
+    generation: u64,
+    txn_source: u64,
+    for_update_ts: u64,
+}
+
+impl Lock {
+    fn info(&self, key: &[u8]) -> LockInfo {
+        LockInfo {
+            key: key.to_vec(),
+            primary: self.primary.to_vec(),
+            start_ts: self.start_ts,
+            ttl: self.ttl,
+            op: self.op,
+            for_update_ts: self.for_update_ts,
+            generation: self.generation,
+            txn_source: self.txn_source,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum WriteKind {
+    Put(Vec<u8>),
+    Delete,
+    Rollback,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Write {
+    start_ts: u64,
+    commit_ts: u64,
+    kind: WriteKind,
+    txn_source: u64,
+    /// A rollback of the transaction whose start_ts equals this record's commit_ts was folded
+    /// into this record (TiKV's "overlapped rollback").
+    overlapped_rollback: bool,
+}
+
+impl Write {
+    fn op(&self) -> Option<Op> {
+        match self.kind {
+            WriteKind::Put(_) => Some(Op::Put),
+            WriteKind::Delete => Some(Op::Delete),
+            WriteKind::Rollback => None,
+        }
+    }
+
+    fn value(&self) -> &[u8] {
+        match &self.kind {
+            WriteKind::Put(v) => v,
+            _ => &[],
+        }
+    }
+}
+
+/// The committed value a new write replaces: the newest Put/Delete version (empty if none).
+fn latest_value(writes: Option<&Vec<Write>>) -> Vec<u8> {
+    writes
+        .and_then(|ws| ws.iter().rev().find(|w| w.op().is_some()))
+        .map(|w| w.value().to_vec())
+        .unwrap_or_default()
+}
+
+/// Inserts a write keeping ascending commit_ts order (appending in the common case).
+fn insert_write(writes: &mut Vec<Write>, w: Write) {
+    match writes.last() {
+        Some(last) if last.commit_ts > w.commit_ts => {
+            let pos = writes.partition_point(|x| x.commit_ts <= w.commit_ts);
+            writes.insert(pos, w);
+        }
+        _ => writes.push(w),
+    }
+}
+
+type KeyBounds<'a> = (Bound<&'a [u8]>, Bound<&'a [u8]>);
+
+fn range_bounds<'a>(start: &'a [u8], end: &'a [u8]) -> Option<KeyBounds<'a>> {
+    if end.is_empty() {
+        Some((Bound::Included(start), Bound::Unbounded))
+    } else if start < end {
+        Some((Bound::Included(start), Bound::Excluded(end)))
+    } else {
+        None
+    }
+}
+
+#[derive(Default)]
+struct Inner {
+    locks: BTreeMap<Vec<u8>, Lock>,
+    writes: BTreeMap<Vec<u8>, Vec<Write>>,
+    gc_safe_point: u64,
+    observer: Option<Arc<dyn ApplyObserver>>,
+}
+
+/// What a prewrite does to one key after validation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum PrewriteAction {
+    /// No lock yet: write one.
+    Fresh,
+    /// This transaction already holds the lock: rewrite it.
+    Rewrite,
+    /// This transaction already committed the key: nothing to do.
+    AlreadyCommitted,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum CommitAction {
+    Apply,
+    AlreadyCommitted,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum RollbackAction {
+    /// Remove the lock and write a rollback record.
+    RemoveLock,
+    /// No lock: write a protective rollback record.
+    Protect,
+    /// Already rolled back: nothing to do.
+    Done,
+}
+
+impl Inner {
+    /// Write-conflict check against committed history (TiKV `check_for_newer_version`).
+    fn check_history(
+        &self,
+        key: &[u8],
+        primary: &[u8],
+        start_ts: u64,
+    ) -> Result<PrewriteAction, TxnError> {
+        let Some(writes) = self.writes.get(key) else {
+            return Ok(PrewriteAction::Fresh);
+        };
+        let mut newer: Option<&Write> = None;
+        for w in writes.iter().rev() {
+            if w.commit_ts < start_ts {
+                break;
+            }
+            let self_rolled_back = w.commit_ts == start_ts && w.overlapped_rollback;
+            if w.start_ts == start_ts || self_rolled_back {
+                if w.op().is_some() && !self_rolled_back {
+                    return Ok(PrewriteAction::AlreadyCommitted);
+                }
+                return Err(conflict(key, primary, start_ts, w));
+            }
+            if newer.is_none() && w.commit_ts > start_ts {
+                newer = Some(w);
+            }
+        }
+        match newer {
+            Some(w) => Err(conflict(key, primary, start_ts, w)),
+            None => Ok(PrewriteAction::Fresh),
+        }
+    }
+
+    fn check_prewrite(
+        &self,
+        key: &[u8],
+        primary: &[u8],
+        start_ts: u64,
+    ) -> Result<PrewriteAction, TxnError> {
+        if let Some(lock) = self.locks.get(key) {
+            if lock.start_ts != start_ts {
+                return Err(TxnError::Locked(lock.info(key)));
+            }
+            return Ok(PrewriteAction::Rewrite);
+        }
+        self.check_history(key, primary, start_ts)
+    }
+
+    /// The commit record of `start_ts` on `key`, if any (rollbacks included).
+    fn find_txn_write(&self, key: &[u8], start_ts: u64) -> Option<&Write> {
+        self.writes
+            .get(key)?
+            .iter()
+            .rev()
+            .find(|w| w.start_ts == start_ts || (w.commit_ts == start_ts && w.overlapped_rollback))
+    }
+
+    fn check_commit(&self, key: &[u8], start_ts: u64) -> Result<CommitAction, TxnError> {
+        if self.locks.get(key).is_some_and(|l| l.start_ts == start_ts) {
+            return Ok(CommitAction::Apply);
+        }
+        match self.find_txn_write(key, start_ts) {
+            Some(w) if w.op().is_some() && w.start_ts == start_ts => {
+                Ok(CommitAction::AlreadyCommitted)
+            }
+            Some(_) => Err(TxnError::RolledBack {
+                key: key.to_vec(),
+                start_ts,
+            }),
+            None => Err(TxnError::TxnNotFound {
+                key: key.to_vec(),
+                start_ts,
+            }),
+        }
+    }
+
+    fn check_rollback(&self, key: &[u8], start_ts: u64) -> Result<RollbackAction, TxnError> {
+        if self.locks.get(key).is_some_and(|l| l.start_ts == start_ts) {
+            return Ok(RollbackAction::RemoveLock);
+        }
+        match self.find_txn_write(key, start_ts) {
+            Some(w) if w.op().is_some() && w.start_ts == start_ts => Err(TxnError::Committed {
+                key: key.to_vec(),
+                start_ts,
+                commit_ts: w.commit_ts,
+            }),
+            Some(_) => Ok(RollbackAction::Done),
+            None => Ok(RollbackAction::Protect),
+        }
+    }
+
+    /// Writes a rollback record for `start_ts`, folding it into a commit record that happens to
+    /// sit at the same timestamp.
+    fn write_rollback(&mut self, key: Vec<u8>, start_ts: u64) {
+        let writes = self.writes.entry(key).or_default();
+        if let Some(w) = writes.iter_mut().rev().find(|w| w.commit_ts == start_ts) {
+            w.overlapped_rollback = true;
+            return;
+        }
+        insert_write(
+            writes,
+            Write {
+                start_ts,
+                commit_ts: start_ts,
+                kind: WriteKind::Rollback,
+                txn_source: 0,
+                overlapped_rollback: false,
+            },
+        );
+    }
+
+    /// Moves a key (allocated by the caller or taken from a lock) into the write map.
+    fn push_write(&mut self, key: Vec<u8>, w: Write) {
+        if let Some(ws) = self.writes.get_mut(key.as_slice()) {
+            insert_write(ws, w);
+        } else {
+            self.writes.insert(key, vec![w]);
+        }
+    }
+
+    /// Reads `key` at `ts`: the newest visible Put/Delete, or the lock in the way.
+    fn read(
+        &self,
+        key: &[u8],
+        ts: u64,
+        opts: &ReadOptions<'_>,
+    ) -> Result<Option<(u64, Vec<u8>)>, LockInfo> {
+        read_entry(key, self.locks.get(key), self.writes.get(key), ts, opts)
+    }
+
+    fn check_safe_point(&self, ts: u64) -> Result<(), ReadError> {
+        if ts < self.gc_safe_point {
+            return Err(ReadError::GcSafePoint {
+                ts,
+                safe_point: self.gc_safe_point,
+            });
+        }
+        Ok(())
+    }
+
+    fn notify(&self, events: &[ApplyEvent]) {
+        if let Some(obs) = &self.observer
+            && !events.is_empty()
+        {
+            obs.on_apply(events);
+        }
+    }
+
+    fn merged(&self, start: &[u8], end: &[u8], reverse: bool) -> Merged<'_> {
+        let (locks, writes): (RangeIter<'_, Lock>, RangeIter<'_, Vec<Write>>) =
+            match range_bounds(start, end) {
+                Some(b) => {
+                    if reverse {
+                        (
+                            Box::new(self.locks.range::<[u8], _>(b).rev()),
+                            Box::new(self.writes.range::<[u8], _>(b).rev()),
+                        )
+                    } else {
+                        (
+                            Box::new(self.locks.range::<[u8], _>(b)),
+                            Box::new(self.writes.range::<[u8], _>(b)),
+                        )
+                    }
+                }
+                None => (Box::new(std::iter::empty()), Box::new(std::iter::empty())),
+            };
+        Merged {
+            locks: locks.peekable(),
+            writes: writes.peekable(),
+            reverse,
+        }
+    }
+}
+
+fn conflict(key: &[u8], primary: &[u8], start_ts: u64, w: &Write) -> TxnError {
+    TxnError::WriteConflict {
+        key: key.to_vec(),
+        start_ts,
+        conflict_start_ts: w.start_ts,
+        conflict_commit_ts: w.commit_ts,
+        primary: primary.to_vec(),
+    }
+}
+
+fn read_entry(
+    key: &[u8],
+    lock: Option<&Lock>,
+    writes: Option<&Vec<Write>>,
+    ts: u64,
+    opts: &ReadOptions<'_>,
+) -> Result<Option<(u64, Vec<u8>)>, LockInfo> {
+    if let Some(lock) = lock
+        && lock.start_ts <= ts
+        && !opts.bypass_locks.contains(&lock.start_ts)
+    {
+        if opts.access_locks.contains(&lock.start_ts) {
+            return Ok(match lock.op {
+                Op::Put => Some((0, lock.value.clone())),
+                Op::Delete => None,
+            });
+        }
+        return Err(lock.info(key));
+    }
+    let Some(writes) = writes else {
+        return Ok(None);
+    };
+    let visible = writes.partition_point(|w| w.commit_ts <= ts);
+    let newest = writes
+        .get(..visible)
+        .and_then(|ws| ws.iter().rev().find(|w| w.op().is_some()));
+    Ok(newest.and_then(|w| match &w.kind {
+        WriteKind::Put(v) => Some((w.commit_ts, v.clone())),
+        _ => None,
+    }))
+}
+
+type RangeIter<'a, T> = Box<dyn Iterator<Item = (&'a Vec<u8>, &'a T)> + 'a>;
+
+/// Walks the lock map and the write map of a range together, in key order.
+struct Merged<'a> {
+    locks: Peekable<RangeIter<'a, Lock>>,
+    writes: Peekable<RangeIter<'a, Vec<Write>>>,
+    reverse: bool,
+}
+
+impl<'a> Iterator for Merged<'a> {
+    type Item = (&'a [u8], Option<&'a Lock>, Option<&'a Vec<Write>>);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let order = match (self.locks.peek(), self.writes.peek()) {
+            (None, None) => return None,
+            (Some(_), None) => Ordering::Less,
+            (None, Some(_)) => Ordering::Greater,
+            (Some((lk, _)), Some((wk, _))) => {
+                let o = lk.as_slice().cmp(wk.as_slice());
+                if self.reverse { o.reverse() } else { o }
+            }
+        };
+        match order {
+            Ordering::Less => self
+                .locks
+                .next()
+                .map(|(k, l)| (k.as_slice(), Some(l), None)),
+            Ordering::Greater => self
+                .writes
+                .next()
+                .map(|(k, w)| (k.as_slice(), None, Some(w))),
+            Ordering::Equal => {
+                let (k, l) = self.locks.next()?;
+                let w = self.writes.next().map(|(_, w)| w);
+                Some((k.as_slice(), Some(l), w))
+            }
+        }
+    }
+}
+
+/// The cluster's MVCC store (cheap to clone; clones share state).
+#[derive(Clone, Default)]
+pub struct MvccStore {
+    inner: Arc<RwLock<Inner>>,
+}
+
+impl fmt::Debug for MvccStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let inner = self.inner.read();
+        f.debug_struct("MvccStore")
+            .field("keys", &inner.writes.len())
+            .field("locks", &inner.locks.len())
+            .field("gc_safe_point", &inner.gc_safe_point)
+            .finish()
+    }
+}
+
+impl MvccStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Installs the observer that receives every applied write (replacing any previous one).
+    pub fn set_observer(&self, observer: Arc<dyn ApplyObserver>) {
+        self.inner.write().observer = Some(observer);
+    }
+
+    /// Prewrites `muts` for the transaction `start_ts` with primary key `primary`.
+    pub fn prewrite(
+        &self,
+        muts: &[Mutation],
+        primary: &[u8],
+        start_ts: u64,
+    ) -> Result<(), TxnError> {
+        self.prewrite_with(muts, primary, start_ts, &PrewriteOptions::default())
+    }
+
+    /// Prewrite with explicit options (generation, txn_source, lock-only rewrites, TTL).
+    pub fn prewrite_with(
+        &self,
+        muts: &[Mutation],
+        primary: &[u8],
+        start_ts: u64,
+        opts: &PrewriteOptions,
+    ) -> Result<(), TxnError> {
+        let mut guard = self.inner.write();
+        let inner = &mut *guard;
+        let actions = muts
+            .iter()
+            .map(|m| inner.check_prewrite(&m.key, primary, start_ts))
+            .collect::<Result<Vec<_>, _>>()?;
+        let observe = inner.observer.is_some();
+        let primary: Arc<[u8]> = Arc::from(primary);
+        let mut events = Vec::with_capacity(if observe { muts.len() } else { 0 });
+        for (m, action) in muts.iter().zip(actions) {
+            if action == PrewriteAction::AlreadyCommitted {
+                continue;
+            }
+            let old_value = if observe {
+                latest_value(inner.writes.get(&m.key))
+            } else {
+                Vec::new()
+            };
+            let value = if m.op == Op::Delete {
+                Vec::new()
+            } else {
+                m.value.clone()
+            };
+            let event_op;
+            let event_value;
+            match inner
+                .locks
+                .get_mut(m.key.as_slice())
+                .filter(|_| action == PrewriteAction::Rewrite)
+            {
+                Some(lock) => {
+                    lock.generation = opts.generation;
+                    lock.txn_source = opts.txn_source;
+                    if opts.for_update_ts != 0 {
+                        lock.for_update_ts = opts.for_update_ts;
+                    }
+                    if !opts.lock_only {
+                        lock.op = m.op;
+                        lock.value = value;
+                    }
+                    event_op = lock.op;
+                    event_value = if opts.lock_only || !observe {
+                        Vec::new()
+                    } else {
+                        lock.value.clone()
+                    };
+                }
+                None => {
+                    event_op = m.op;
+                    event_value = if opts.lock_only || !observe {
+                        Vec::new()
+                    } else {
+                        value.clone()
+                    };
+                    let lock = Lock {
+                        start_ts,
+                        primary: Arc::clone(&primary),
+                        op: m.op,
+                        value,
+                        ttl: if opts.ttl == 0 { 3000 } else { opts.ttl },
+                        generation: opts.generation,
+                        txn_source: opts.txn_source,
+                        for_update_ts: opts.for_update_ts,
+                    };
+                    inner.locks.insert(m.key.clone(), lock);
+                }
+            }
+            if observe {
+                events.push(ApplyEvent::Prewrite {
+                    key: m.key.clone(),
+                    start_ts,
+                    op: event_op,
+                    value: event_value,
+                    old_value,
+                    generation: opts.generation,
+                    txn_source: opts.txn_source,
+                });
+            }
+        }
+        inner.notify(&events);
+        Ok(())
+    }
+
+    /// Commits `keys` of the transaction `start_ts` at `commit_ts`. Idempotent for keys already
+    /// committed by this transaction.
+    pub fn commit(&self, keys: &[Vec<u8>], start_ts: u64, commit_ts: u64) -> Result<(), TxnError> {
+        if commit_ts <= start_ts {
+            return Err(TxnError::InvalidCommitTs {
+                start_ts,
+                commit_ts,
+            });
+        }
+        let mut inner = self.inner.write();
+        let actions = keys
+            .iter()
+            .map(|k| inner.check_commit(k, start_ts))
+            .collect::<Result<Vec<_>, _>>()?;
+        let observe = inner.observer.is_some();
+        let mut events = Vec::with_capacity(if observe { keys.len() } else { 0 });
+        for (key, action) in keys.iter().zip(actions) {
+            if action != CommitAction::Apply {
+                continue;
+            }
+            let Some((key_buf, lock)) = inner.locks.remove_entry(key.as_slice()) else {
+                continue;
+            };
+            if observe {
+                events.push(ApplyEvent::Commit {
+                    key: key.clone(),
+                    start_ts,
+                    commit_ts,
+                    op: lock.op,
+                    txn_source: lock.txn_source,
+                });
+            }
+            let kind = match lock.op {
+                Op::Put => WriteKind::Put(lock.value),
+                Op::Delete => WriteKind::Delete,
+            };
+            let w = Write {
+                start_ts,
+                commit_ts,
+                kind,
+                txn_source: lock.txn_source,
+                overlapped_rollback: false,
+            };
+            inner.push_write(key_buf, w);
+        }
+        inner.notify(&events);
+        Ok(())
+    }
+
+    /// Rolls back `keys` of the transaction `start_ts`: removes its locks and writes rollback
+    /// records (also on keys it never locked, so a late prewrite fails). Fails, applying
+    /// nothing, if any key was already committed by the transaction.
+    pub fn rollback(&self, keys: &[Vec<u8>], start_ts: u64) -> Result<(), TxnError> {
+        let mut inner = self.inner.write();
+        let actions = keys
+            .iter()
+            .map(|k| inner.check_rollback(k, start_ts))
+            .collect::<Result<Vec<_>, _>>()?;
+        let observe = inner.observer.is_some();
+        let mut events = Vec::new();
+        for (key, action) in keys.iter().zip(actions) {
+            let key_buf = match action {
+                RollbackAction::Done => continue,
+                RollbackAction::RemoveLock => match inner.locks.remove_entry(key.as_slice()) {
+                    Some((k, _)) => k,
+                    None => continue,
+                },
+                RollbackAction::Protect => key.clone(),
+            };
+            inner.write_rollback(key_buf, start_ts);
+            if observe {
+                events.push(ApplyEvent::Rollback {
+                    key: key.clone(),
+                    start_ts,
+                });
+            }
+        }
+        inner.notify(&events);
+        Ok(())
+    }
+
+    /// Commits `muts` in one phase (no locks) at `commit_ts`.
+    pub fn one_pc(&self, muts: &[Mutation], start_ts: u64, commit_ts: u64) -> Result<(), TxnError> {
+        self.one_pc_with(muts, start_ts, commit_ts, 0)
+    }
+
+    /// 1PC with a txn_source bitmap.
+    pub fn one_pc_with(
+        &self,
+        muts: &[Mutation],
+        start_ts: u64,
+        commit_ts: u64,
+        txn_source: u64,
+    ) -> Result<(), TxnError> {
+        if commit_ts <= start_ts {
+            return Err(TxnError::InvalidCommitTs {
+                start_ts,
+                commit_ts,
+            });
+        }
+        let primary = muts.first().map(|m| m.key.as_slice()).unwrap_or_default();
+        let mut inner = self.inner.write();
+        let mut actions = Vec::with_capacity(muts.len());
+        for m in muts {
+            if let Some(lock) = inner.locks.get(m.key.as_slice()) {
+                return Err(TxnError::Locked(lock.info(&m.key)));
+            }
+            actions.push(inner.check_history(&m.key, primary, start_ts)?);
+        }
+        let observe = inner.observer.is_some();
+        let mut events = Vec::with_capacity(if observe { muts.len() } else { 0 });
+        for (m, action) in muts.iter().zip(actions) {
+            if action == PrewriteAction::AlreadyCommitted {
+                continue;
+            }
+            let kind = match m.op {
+                Op::Put => WriteKind::Put(m.value.clone()),
+                Op::Delete => WriteKind::Delete,
+            };
+            if observe {
+                events.push(ApplyEvent::OnePc {
+                    key: m.key.clone(),
+                    start_ts,
+                    commit_ts,
+                    op: m.op,
+                    value: if m.op == Op::Put {
+                        m.value.clone()
+                    } else {
+                        Vec::new()
+                    },
+                    old_value: latest_value(inner.writes.get(&m.key)),
+                    txn_source,
+                });
+            }
+            let w = Write {
+                start_ts,
+                commit_ts,
+                kind,
+                txn_source,
+                overlapped_rollback: false,
+            };
+            inner.push_write(m.key.clone(), w);
+        }
+        inner.notify(&events);
+        Ok(())
+    }
+
+    /// Reads `key` at snapshot `ts`.
+    pub fn get(&self, key: &[u8], ts: u64) -> Result<Option<Vec<u8>>, ReadError> {
+        Ok(self
+            .get_with(key, ts, &ReadOptions::default())?
+            .map(|(_, v)| v))
+    }
+
+    /// Reads `key` at `ts` with lock options; returns (commit_ts, value) — commit_ts is 0 when
+    /// the value came from an accessed lock.
+    pub fn get_with(
+        &self,
+        key: &[u8],
+        ts: u64,
+        opts: &ReadOptions<'_>,
+    ) -> Result<Option<(u64, Vec<u8>)>, ReadError> {
+        let inner = self.inner.read();
+        inner.check_safe_point(ts)?;
+        inner.read(key, ts, opts).map_err(ReadError::Locked)
+    }
+
+    /// Scans [start, end) (raw keys; empty end = unbounded) at `ts`, up to `limit` pairs
+    /// (0 = unlimited). The first lock in the way fails the scan.
+    pub fn scan(
+        &self,
+        start: &[u8],
+        end: &[u8],
+        ts: u64,
+        limit: usize,
+    ) -> Result<KvPairs, ReadError> {
+        self.scan_with(start, end, ts, limit, false, &ReadOptions::default())?
+            .into_iter()
+            .map(|item| item.map_err(ReadError::Locked))
+            .collect()
+    }
+
+    /// Scan reporting locks per key, as TiKV's KvScan does (a locked key takes one slot of the
+    /// limit and the scan goes on). `reverse` walks [start, end) from the end.
+    pub fn scan_with(
+        &self,
+        start: &[u8],
+        end: &[u8],
+        ts: u64,
+        limit: usize,
+        reverse: bool,
+        opts: &ReadOptions<'_>,
+    ) -> Result<Vec<ScanItem>, ReadError> {
+        let inner = self.inner.read();
+        inner.check_safe_point(ts)?;
+        let limit = if limit == 0 { usize::MAX } else { limit };
+        let mut out = Vec::new();
+        for (key, lock, writes) in inner.merged(start, end, reverse) {
+            if out.len() >= limit {
+                break;
+            }
+            match read_entry(key, lock, writes, ts, opts) {
+                Ok(Some((_, v))) => out.push(Ok((key.to_vec(), v))),
+                Ok(None) => {}
+                Err(l) => out.push(Err(l)),
+            }
+        }
+        Ok(out)
+    }
+
+    /// Compacts history below `safe_point` (TiKV GC rules) and raises the physical GC safe
+    /// point to it (it never moves back).
+    pub fn gc(&self, safe_point: u64) {
+        let mut inner = self.inner.write();
+        if safe_point <= inner.gc_safe_point {
+            return;
+        }
+        inner.gc_safe_point = safe_point;
+        let Inner { writes, locks, .. } = &mut *inner;
+        writes.retain(|key, ws| {
+            gc_versions(ws, safe_point);
+            !ws.is_empty() || locks.contains_key(key)
+        });
+        // Keys that only had locks never entered the write map; nothing else to do.
+    }
+
+    /// The physical GC safe point (reads below it fail).
+    pub fn gc_safe_point(&self) -> u64 {
+        self.inner.read().gc_safe_point
+    }
+
+    /// Runs `f` on a consistent view while no write can apply.
+    pub fn atomically<R>(&self, f: impl FnOnce(&MvccView<'_>) -> R) -> R {
+        let inner = self.inner.read();
+        f(&MvccView { inner: &inner })
+    }
+
+    /// Runs `f` while holding the write lock, handing it the observer. Region changes use this
+    /// to take their place in apply order (`region::RegionManager`). `f` must not call back into
+    /// the store.
+    pub fn exclusive<R>(&self, f: impl FnOnce(Option<&dyn ApplyObserver>) -> R) -> R {
+        let inner = self.inner.write();
+        f(inner.observer.as_deref())
+    }
+
+    /// The smallest start_ts of the Put/Delete locks in [raw_start, raw_end).
+    pub fn min_lock_start_ts(&self, raw_start: &[u8], raw_end: &[u8]) -> Option<u64> {
+        self.atomically(|v| v.min_lock_start_ts(raw_start, raw_end))
+    }
+
+    /// Up to `max` keys (with history or a lock) in [raw_start, raw_end), in order.
+    pub fn keys_in_range(&self, raw_start: &[u8], raw_end: &[u8], max: usize) -> Vec<Vec<u8>> {
+        let inner = self.inner.read();
+        inner
+            .merged(raw_start, raw_end, false)
+            .take(max)
+            .map(|(k, _, _)| k.to_vec())
+            .collect()
+    }
+
+    /// Number of keys with committed history.
+    pub fn key_count(&self) -> usize {
+        self.inner.read().writes.len()
+    }
+
+    /// Number of outstanding locks.
+    pub fn lock_count(&self) -> usize {
+        self.inner.read().locks.len()
+    }
+}
+
+/// GC of one key's versions: keep everything above the safe point, and at or below it only the
+/// newest version if it is a Put.
+fn gc_versions(ws: &mut Vec<Write>, safe_point: u64) {
+    let below = ws.partition_point(|w| w.commit_ts <= safe_point);
+    if below == 0 {
+        return;
+    }
+    let keep = ws
+        .get(..below)
+        .and_then(|old| old.iter().rposition(|w| w.op().is_some()))
+        .filter(|&i| matches!(ws.get(i).map(|w| &w.kind), Some(WriteKind::Put(_))));
+    let mut idx = 0;
+    ws.retain(|_| {
+        let i = idx;
+        idx += 1;
+        i >= below || Some(i) == keep
+    });
+}
+
+/// A consistent, read-only view of the store (see [`MvccStore::atomically`]).
+pub struct MvccView<'a> {
+    inner: &'a Inner,
+}
+
+impl fmt::Debug for MvccView<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MvccView").finish_non_exhaustive()
+    }
+}
+
+impl MvccView<'_> {
+    /// The initial-scan rows of [raw_start, raw_end) (empty end = unbounded): every Put/Delete
+    /// lock, and every Put/Delete commit with commit_ts > `after_ts`, each with its old value.
+    pub fn delta_scan(&self, raw_start: &[u8], raw_end: &[u8], after_ts: u64) -> DeltaScan {
+        let mut out = DeltaScan::default();
+        for (key, lock, writes) in self.inner.merged(raw_start, raw_end, false) {
+            if let Some(l) = lock {
+                out.locks.push(ScanLock {
+                    key: key.to_vec(),
+                    start_ts: l.start_ts,
+                    op: l.op,
+                    value: l.value.clone(),
+                    old_value: latest_value(writes),
+                    generation: l.generation,
+                    txn_source: l.txn_source,
+                });
+            }
+            let Some(ws) = writes else { continue };
+            let first_new = out.commits.len();
+            let mut prev: &[u8] = &[];
+            for w in ws {
+                let Some(op) = w.op() else { continue };
+                if w.commit_ts > after_ts {
+                    out.commits.push(ScanCommit {
+                        key: key.to_vec(),
+                        start_ts: w.start_ts,
+                        commit_ts: w.commit_ts,
+                        op,
+                        value: w.value().to_vec(),
+                        old_value: prev.to_vec(),
+                        txn_source: w.txn_source,
+                    });
+                }
+                prev = w.value();
+            }
+            if let Some(new) = out.commits.get_mut(first_new..) {
+                new.reverse();
+            }
+        }
+        out
+    }
+
+    /// The smallest start_ts of the Put/Delete locks in [raw_start, raw_end).
+    pub fn min_lock_start_ts(&self, raw_start: &[u8], raw_end: &[u8]) -> Option<u64> {
+        let bounds = range_bounds(raw_start, raw_end)?;
+        self.inner
+            .locks
+            .range::<[u8], _>(bounds)
+            .map(|(_, l)| l.start_ts)
+            .min()
+    }
+
+    /// Reads `key` at `ts` inside the view (no GC safe-point check).
+    pub fn get(&self, key: &[u8], ts: u64) -> Result<Option<Vec<u8>>, LockInfo> {
+        Ok(self
+            .inner
+            .read(key, ts, &ReadOptions::default())?
+            .map(|(_, v)| v))
+    }
+
+    /// The physical GC safe point at the time of the view.
+    pub fn gc_safe_point(&self) -> u64 {
+        self.inner.gc_safe_point
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use parking_lot::Mutex;
+
+    #[derive(Default)]
+    struct Recorder {
+        calls: Mutex<Vec<Vec<ApplyEvent>>>,
+    }
+
+    impl ApplyObserver for Recorder {
+        fn on_apply(&self, events: &[ApplyEvent]) {
+            self.calls.lock().push(events.to_vec());
+        }
+    }
+
+    fn store_with_recorder() -> (MvccStore, Arc<Recorder>) {
+        let s = MvccStore::new();
+        let r = Arc::new(Recorder::default());
+        s.set_observer(r.clone());
+        (s, r)
+    }
+
+    fn k(s: &str) -> Vec<u8> {
+        s.as_bytes().to_vec()
+    }
+
+    fn commit_put(s: &MvccStore, key: &str, val: &str, start: u64, commit: u64) {
+        s.prewrite(&[Mutation::put(key, val)], key.as_bytes(), start)
+            .unwrap();
+        s.commit(&[k(key)], start, commit).unwrap();
+    }
+
+    #[test]
+    fn two_phase_commit_and_events() {
+        let (s, rec) = store_with_recorder();
+        s.prewrite(&[Mutation::put("a", "1"), Mutation::delete("b")], b"a", 10)
+            .unwrap();
+        assert_eq!(s.lock_count(), 2);
+        s.commit(&[k("a"), k("b")], 10, 11).unwrap();
+        assert_eq!(s.lock_count(), 0);
+        assert_eq!(s.get(b"a", 11).unwrap(), Some(k("1")));
+        assert_eq!(s.get(b"a", 10).unwrap(), None);
+        assert_eq!(s.get(b"b", 11).unwrap(), None);
+        let calls = rec.calls.lock().clone();
+        assert_eq!(
+            calls,
+            vec![
+                vec![
+                    ApplyEvent::Prewrite {
+                        key: k("a"),
+                        start_ts: 10,
+                        op: Op::Put,
+                        value: k("1"),
+                        old_value: vec![],
+                        generation: 0,
+                        txn_source: 0
+                    },
+                    ApplyEvent::Prewrite {
+                        key: k("b"),
+                        start_ts: 10,
+                        op: Op::Delete,
+                        value: vec![],
+                        old_value: vec![],
+                        generation: 0,
+                        txn_source: 0
+                    },
+                ],
+                vec![
+                    ApplyEvent::Commit {
+                        key: k("a"),
+                        start_ts: 10,
+                        commit_ts: 11,
+                        op: Op::Put,
+                        txn_source: 0
+                    },
+                    ApplyEvent::Commit {
+                        key: k("b"),
+                        start_ts: 10,
+                        commit_ts: 11,
+                        op: Op::Delete,
+                        txn_source: 0
+                    },
+                ],
+            ]
+        );
+        // Idempotent re-commit: Ok, no event.
+        s.commit(&[k("a")], 10, 11).unwrap();
+        assert_eq!(rec.calls.lock().len(), 2);
+    }
+
+    #[test]
+    fn old_values_follow_history() {
+        let (s, rec) = store_with_recorder();
+        commit_put(&s, "k", "v1", 10, 11);
+        commit_put(&s, "k", "v2", 20, 21);
+        s.prewrite(&[Mutation::delete("k")], b"k", 30).unwrap();
+        s.commit(&[k("k")], 30, 31).unwrap();
+        s.one_pc(&[Mutation::put("k", "v3")], 40, 41).unwrap();
+        s.one_pc(&[Mutation::put("k", "v4")], 50, 51).unwrap();
+        let olds: Vec<(u64, Vec<u8>)> = rec
+            .calls
+            .lock()
+            .iter()
+            .flatten()
+            .filter_map(|e| match e {
+                ApplyEvent::Prewrite {
+                    start_ts,
+                    old_value,
+                    ..
+                } => Some((*start_ts, old_value.clone())),
+                ApplyEvent::OnePc {
+                    start_ts,
+                    old_value,
+                    ..
+                } => Some((*start_ts, old_value.clone())),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            olds,
+            vec![
+                (10, k("")),
+                (20, k("v1")),
+                (30, k("v2")),
+                (40, k("")),
+                (50, k("v3"))
+            ]
+        );
+        assert_eq!(s.get(b"k", 35).unwrap(), None);
+        assert_eq!(s.get(b"k", 45).unwrap(), Some(k("v3")));
+        assert_eq!(s.get(b"k", 25).unwrap(), Some(k("v2")));
+    }
+
+    #[test]
+    fn write_conflict_and_locked() {
+        let s = MvccStore::new();
+        commit_put(&s, "k", "v", 10, 20);
+        let err = s
+            .prewrite(&[Mutation::put("k", "x")], b"k", 15)
+            .unwrap_err();
+        assert_eq!(
+            err,
+            TxnError::WriteConflict {
+                key: k("k"),
+                start_ts: 15,
+                conflict_start_ts: 10,
+                conflict_commit_ts: 20,
+                primary: k("k")
+            }
+        );
+        s.prewrite(&[Mutation::put("k", "y")], b"p", 25).unwrap();
+        let err = s
+            .prewrite(
+                &[Mutation::put("z", "1"), Mutation::put("k", "x")],
+                b"z",
+                30,
+            )
+            .unwrap_err();
+        match err {
+            TxnError::Locked(info) => {
+                assert_eq!(
+                    (info.key, info.primary, info.start_ts),
+                    (k("k"), k("p"), 25)
+                );
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        // All-or-nothing: "z" was not locked.
+        assert_eq!(s.lock_count(), 1);
+        assert_eq!(s.min_lock_start_ts(b"", b""), Some(25));
+    }
+
+    #[test]
+    fn lock_rewrite_emits_fake_prewrite_and_keeps_value() {
+        let (s, rec) = store_with_recorder();
+        s.prewrite(&[Mutation::put("k", "v")], b"k", 10).unwrap();
+        let opts = PrewriteOptions {
+            lock_only: true,
+            generation: 2,
+            ..Default::default()
+        };
+        s.prewrite_with(&[Mutation::put("k", "")], b"k", 10, &opts)
+            .unwrap();
+        s.commit(&[k("k")], 10, 11).unwrap();
+        assert_eq!(s.get(b"k", 11).unwrap(), Some(k("v")));
+        let calls = rec.calls.lock();
+        assert_eq!(
+            calls.get(1).unwrap(),
+            &vec![ApplyEvent::Prewrite {
+                key: k("k"),
+                start_ts: 10,
+                op: Op::Put,
+                value: vec![],
+                old_value: vec![],
+                generation: 2,
+                txn_source: 0
+            }]
+        );
+    }
+
+    #[test]
+    fn commit_errors() {
+        let s = MvccStore::new();
+        assert_eq!(
+            s.commit(&[k("k")], 10, 11).unwrap_err(),
+            TxnError::TxnNotFound {
+                key: k("k"),
+                start_ts: 10
+            }
+        );
+        s.prewrite(&[Mutation::put("k", "v")], b"k", 10).unwrap();
+        assert_eq!(
+            s.commit(&[k("k")], 10, 10).unwrap_err(),
+            TxnError::InvalidCommitTs {
+                start_ts: 10,
+                commit_ts: 10
+            }
+        );
+        s.rollback(&[k("k")], 10).unwrap();
+        assert_eq!(
+            s.commit(&[k("k")], 10, 11).unwrap_err(),
+            TxnError::RolledBack {
+                key: k("k"),
+                start_ts: 10
+            }
+        );
+        commit_put(&s, "c", "v", 20, 21);
+        assert_eq!(
+            s.rollback(&[k("c")], 20).unwrap_err(),
+            TxnError::Committed {
+                key: k("c"),
+                start_ts: 20,
+                commit_ts: 21
+            }
+        );
+    }
+
+    #[test]
+    fn rollback_removes_lock_and_blocks_late_prewrite() {
+        let (s, rec) = store_with_recorder();
+        s.prewrite(&[Mutation::put("k", "v")], b"k", 10).unwrap();
+        s.rollback(&[k("k"), k("never")], 10).unwrap();
+        assert_eq!(s.lock_count(), 0);
+        assert_eq!(s.get(b"k", 100).unwrap(), None);
+        // A late prewrite of the rolled back txn (on either key) conflicts.
+        assert!(matches!(
+            s.prewrite(&[Mutation::put("never", "v")], b"k", 10),
+            Err(TxnError::WriteConflict { .. })
+        ));
+        // A repeated rollback is a no-op without events.
+        s.rollback(&[k("k")], 10).unwrap();
+        let calls = rec.calls.lock();
+        assert_eq!(calls.len(), 2);
+        assert_eq!(
+            calls.get(1).unwrap(),
+            &vec![
+                ApplyEvent::Rollback {
+                    key: k("k"),
+                    start_ts: 10
+                },
+                ApplyEvent::Rollback {
+                    key: k("never"),
+                    start_ts: 10
+                }
+            ]
+        );
+    }
+
+    #[test]
+    fn one_pc_writes_directly_and_checks_locks() {
+        let (s, rec) = store_with_recorder();
+        s.one_pc(&[Mutation::put("a", "1"), Mutation::put("b", "2")], 10, 11)
+            .unwrap();
+        assert_eq!(s.lock_count(), 0);
+        assert_eq!(
+            s.scan(b"", b"", 11, 0).unwrap(),
+            vec![(k("a"), k("1")), (k("b"), k("2"))]
+        );
+        s.prewrite(&[Mutation::put("b", "3")], b"b", 20).unwrap();
+        assert!(matches!(
+            s.one_pc(&[Mutation::put("b", "4")], 21, 22),
+            Err(TxnError::Locked(_))
+        ));
+        assert!(matches!(
+            s.one_pc(&[Mutation::put("a", "4")], 5, 22),
+            Err(TxnError::WriteConflict { .. })
+        ));
+        let calls = rec.calls.lock();
+        assert_eq!(
+            calls.first().unwrap().first().unwrap(),
+            &ApplyEvent::OnePc {
+                key: k("a"),
+                start_ts: 10,
+                commit_ts: 11,
+                op: Op::Put,
+                value: k("1"),
+                old_value: vec![],
+                txn_source: 0
+            }
+        );
+    }
+
+    #[test]
+    fn reads_see_locks_and_options() {
+        let s = MvccStore::new();
+        commit_put(&s, "k", "v1", 10, 11);
+        s.prewrite(&[Mutation::put("k", "v2")], b"k", 20).unwrap();
+        // A lock newer than the read ts is not in the way.
+        assert_eq!(s.get(b"k", 19).unwrap(), Some(k("v1")));
+        let err = s.get(b"k", 25).unwrap_err();
+        assert!(matches!(err, ReadError::Locked(ref l) if l.start_ts == 20 && l.key == k("k")));
+        let bypass = ReadOptions {
+            bypass_locks: &[20],
+            access_locks: &[],
+        };
+        assert_eq!(s.get_with(b"k", 25, &bypass).unwrap(), Some((11, k("v1"))));
+        let access = ReadOptions {
+            bypass_locks: &[],
+            access_locks: &[20],
+        };
+        assert_eq!(s.get_with(b"k", 25, &access).unwrap(), Some((0, k("v2"))));
+        // Scans report the lock per key and continue.
+        commit_put(&s, "m", "x", 12, 13);
+        let items = s
+            .scan_with(b"", b"", 25, 0, false, &ReadOptions::default())
+            .unwrap();
+        assert_eq!(items.len(), 2);
+        assert!(items.first().unwrap().is_err());
+        assert_eq!(items.get(1).unwrap(), &Ok((k("m"), k("x"))));
+        assert!(matches!(s.scan(b"", b"", 25, 0), Err(ReadError::Locked(_))));
+    }
+
+    #[test]
+    fn scan_bounds_limit_and_reverse() {
+        let s = MvccStore::new();
+        for (i, key) in ["a", "b", "c", "d"].iter().enumerate() {
+            let ts = 10 + 2 * i as u64;
+            commit_put(&s, key, key, ts, ts + 1);
+        }
+        let keys = |v: Vec<(Vec<u8>, Vec<u8>)>| v.into_iter().map(|(k, _)| k).collect::<Vec<_>>();
+        assert_eq!(
+            keys(s.scan(b"b", b"d", 100, 0).unwrap()),
+            vec![k("b"), k("c")]
+        );
+        assert_eq!(
+            keys(s.scan(b"a", b"", 100, 3).unwrap()),
+            vec![k("a"), k("b"), k("c")]
+        );
+        assert_eq!(
+            keys(s.scan(b"c", b"a", 100, 0).unwrap()),
+            Vec::<Vec<u8>>::new()
+        );
+        assert_eq!(keys(s.scan(b"", b"", 12, 0).unwrap()), vec![k("a")]);
+        let rev = s
+            .scan_with(b"a", b"d", 100, 2, true, &ReadOptions::default())
+            .unwrap();
+        let rev: Vec<Vec<u8>> = rev.into_iter().map(|r| r.unwrap().0).collect();
+        assert_eq!(rev, vec![k("c"), k("b")]);
+    }
+
+    #[test]
+    fn gc_compacts_and_fences_reads() {
+        let s = MvccStore::new();
+        commit_put(&s, "k", "v1", 10, 11);
+        commit_put(&s, "k", "v2", 20, 21);
+        commit_put(&s, "k", "v3", 30, 31);
+        commit_put(&s, "d", "x", 12, 13);
+        s.prewrite(&[Mutation::delete("d")], b"d", 14).unwrap();
+        s.commit(&[k("d")], 14, 15).unwrap();
+        s.prewrite(&[Mutation::put("r", "x")], b"r", 16).unwrap();
+        s.rollback(&[k("r")], 16).unwrap();
+        s.gc(25);
+        assert_eq!(s.gc_safe_point(), 25);
+        assert_eq!(
+            s.get(b"k", 10),
+            Err(ReadError::GcSafePoint {
+                ts: 10,
+                safe_point: 25
+            })
+        );
+        assert_eq!(s.get(b"k", 25).unwrap(), Some(k("v2")));
+        assert_eq!(s.get(b"k", 40).unwrap(), Some(k("v3")));
+        // "d" (deleted) and "r" (rolled back) are gone entirely.
+        assert_eq!(s.key_count(), 1);
+        let scan = s.atomically(|v| v.delta_scan(b"", b"", 0));
+        let versions: Vec<u64> = scan.commits.iter().map(|c| c.commit_ts).collect();
+        assert_eq!(versions, vec![31, 21]);
+        // The safe point never moves back.
+        s.gc(5);
+        assert_eq!(s.gc_safe_point(), 25);
+    }
+
+    #[test]
+    fn delta_scan_rows_and_old_values() {
+        let s = MvccStore::new();
+        commit_put(&s, "a", "1", 10, 11);
+        commit_put(&s, "a", "2", 20, 21);
+        s.prewrite(&[Mutation::delete("a")], b"a", 22).unwrap();
+        s.commit(&[k("a")], 22, 23).unwrap();
+        s.prewrite(&[Mutation::put("a", "3")], b"a", 30).unwrap();
+        commit_put(&s, "b", "x", 5, 6);
+        s.prewrite(&[Mutation::put("c", "y")], b"c", 40).unwrap();
+        let scan = s.atomically(|v| {
+            assert_eq!(v.min_lock_start_ts(b"", b""), Some(30));
+            assert_eq!(v.min_lock_start_ts(b"b", b""), Some(40));
+            assert_eq!(v.min_lock_start_ts(b"b", b"c"), None);
+            v.delta_scan(b"", b"c", 11)
+        });
+        assert_eq!(
+            scan.locks,
+            vec![ScanLock {
+                key: k("a"),
+                start_ts: 30,
+                op: Op::Put,
+                value: k("3"),
+                old_value: vec![],
+                generation: 0,
+                txn_source: 0
+            }]
+        );
+        assert_eq!(
+            scan.commits,
+            vec![
+                ScanCommit {
+                    key: k("a"),
+                    start_ts: 22,
+                    commit_ts: 23,
+                    op: Op::Delete,
+                    value: vec![],
+                    old_value: k("2"),
+                    txn_source: 0
+                },
+                ScanCommit {
+                    key: k("a"),
+                    start_ts: 20,
+                    commit_ts: 21,
+                    op: Op::Put,
+                    value: k("2"),
+                    old_value: k("1"),
+                    txn_source: 0
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn already_committed_prewrite_is_noop() {
+        let (s, rec) = store_with_recorder();
+        commit_put(&s, "k", "v", 10, 11);
+        s.prewrite(&[Mutation::put("k", "v")], b"k", 10).unwrap();
+        assert_eq!(s.lock_count(), 0);
+        assert_eq!(rec.calls.lock().len(), 2);
+    }
+
+    #[test]
+    fn txn_source_and_generation_travel() {
+        let (s, rec) = store_with_recorder();
+        let opts = PrewriteOptions {
+            txn_source: 1 << 16,
+            generation: 3,
+            ..Default::default()
+        };
+        s.prewrite_with(&[Mutation::put("k", "v")], b"k", 10, &opts)
+            .unwrap();
+        s.commit(&[k("k")], 10, 11).unwrap();
+        let scan = s.atomically(|v| v.delta_scan(b"", b"", 0));
+        assert_eq!(scan.commits.first().unwrap().txn_source, 1 << 16);
+        let calls = rec.calls.lock();
+        assert!(matches!(
+            calls.get(1).unwrap().first().unwrap(),
+            ApplyEvent::Commit {
+                txn_source: 65536,
+                ..
+            }
+        ));
+    }
+}

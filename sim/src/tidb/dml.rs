@@ -1,0 +1,430 @@
+//! DML: optimistic transactions that buffer row and index mutations and commit them through the
+//! store's percolator API, encoded exactly as TiDB encodes them.
+//!
+//! - Row keys: `t{id}_r` + the int handle (an integer primary key, or an allocated
+//!   `_tidb_rowid`), or the comparable encoding of a clustered primary key.
+//! - Row values: format v2 via the model crate's encoder. Following TiDB, the integer handle
+//!   column and clustered-key columns whose key bytes are the value are left out (readers take
+//!   them from the key), and a NULL column whose default is NULL and that has no origin default
+//!   is left out entirely.
+//! - Index keys: unique indexes map their values to the handle; non-unique ones append the
+//!   handle to the key. CDC ignores them, but they make the keyspace (and region splits,
+//!   scans, old values) look like TiDB's.
+//!
+//! Like TiDB's memory buffer, a key written twice in one transaction keeps its last mutation.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use serde_json::Value;
+use tidal_model::codec::datum::{FlaggedDatum, encode_key_flagged};
+use tidal_model::schema::{IndexInfo, TableInfo};
+use tidal_model::tablecodec::{self, Handle};
+use tidal_model::{Datum, decode};
+
+use super::types::{encode_key_datums, key_datum};
+use super::{Table, Tidb, TidbError, read_retry};
+use crate::mvcc::{Mutation, Op};
+
+/// What a row write did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RowKind {
+    /// A new row.
+    Insert,
+    /// A changed row.
+    Update,
+    /// A removed row.
+    Delete,
+}
+
+/// One row written by a transaction (the test oracle's unit).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RowWrite {
+    /// Physical table id.
+    pub table_id: i64,
+    /// Database name.
+    pub db: String,
+    /// Table name.
+    pub table: String,
+    /// Insert, update or delete.
+    pub kind: RowKind,
+    /// The raw row key.
+    pub key: Vec<u8>,
+    /// The row's handle.
+    pub handle: Handle,
+    /// The row's values after the write (public-column order); `None` for a delete.
+    pub values: Option<Vec<Datum>>,
+}
+
+/// How to finish a transaction.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CommitOptions {
+    /// Commit in one phase (no locks), as TiDB does for small single-region transactions.
+    pub one_pc: bool,
+    /// Prewrite everything, then roll back instead of committing.
+    pub rollback: bool,
+}
+
+/// The result of a commit.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CommitInfo {
+    /// The transaction's start ts.
+    pub start_ts: u64,
+    /// The commit ts; `None` if the transaction was rolled back.
+    pub commit_ts: Option<u64>,
+    /// The rows written, in statement order.
+    pub rows: Vec<RowWrite>,
+}
+
+/// An optimistic transaction (start ts taken at [`Tidb::begin`]).
+#[derive(Debug)]
+pub struct Txn {
+    tidb: Tidb,
+    start_ts: u64,
+    tables: HashMap<i64, Arc<TableInfo>>,
+    buf: BTreeMap<Vec<u8>, Mutation>,
+    rows: Vec<RowWrite>,
+}
+
+fn invalid(detail: impl Into<String>) -> TidbError {
+    TidbError::Invalid(detail.into())
+}
+
+/// Checks a row's arity and NOT NULL columns.
+fn check_values(info: &TableInfo, values: &[Datum]) -> Result<(), TidbError> {
+    let cols = info.public_columns();
+    if cols.len() != values.len() {
+        return Err(invalid(format!(
+            "table {} has {} columns, got {} values",
+            info.name.O,
+            cols.len(),
+            values.len()
+        )));
+    }
+    for (c, v) in cols.iter().zip(values) {
+        if v.is_null() && c.is_not_null() {
+            return Err(invalid(format!(
+                "column {}.{} cannot be NULL",
+                info.name.O, c.name.O
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn position(info: &TableInfo, name_lower: &str) -> Result<usize, TidbError> {
+    info.public_columns()
+        .iter()
+        .position(|c| c.name.L == name_lower)
+        .ok_or_else(|| invalid(format!("no public column {name_lower} in {}", info.name.O)))
+}
+
+/// The handle the row's values determine: the integer primary key or the clustered key;
+/// `None` for tables keyed by `_tidb_rowid`.
+pub fn handle_of(info: &TableInfo, values: &[Datum]) -> Result<Option<Handle>, TidbError> {
+    if let Some(pk) = info.pk_handle_column() {
+        let pos = position(info, &pk.name.L)?;
+        return match values.get(pos) {
+            Some(Datum::Int(v)) => Ok(Some(Handle::Int(*v))),
+            Some(Datum::Uint(v)) => Ok(Some(Handle::Int(*v as i64))),
+            other => Err(invalid(format!("integer handle value {other:?}"))),
+        };
+    }
+    if info.is_common_handle
+        && let Some(pk) = info.primary_index()
+    {
+        let cols = info.public_columns();
+        let mut datums = Vec::with_capacity(pk.idx_cols.len());
+        for ic in &pk.idx_cols {
+            let pos = position(info, &ic.name.L)?;
+            let (Some(col), Some(v)) = (cols.get(pos), values.get(pos)) else {
+                return Err(invalid("clustered key column"));
+            };
+            datums.push(key_datum(v, &col.field_type)?);
+        }
+        let mut bytes = Vec::new();
+        encode_key_datums(&mut bytes, &datums);
+        return Ok(Some(Handle::Common(bytes)));
+    }
+    Ok(None)
+}
+
+fn is_null_json(v: &Option<Value>) -> bool {
+    v.as_ref().is_none_or(Value::is_null)
+}
+
+/// Encodes a row value (format v2) the way TiDB does for this table.
+pub fn encode_value(info: &TableInfo, values: &[Datum]) -> Result<Vec<u8>, TidbError> {
+    let handle_col = info.pk_handle_column().map(|c| c.id);
+    let clustered: Vec<String> = if info.is_common_handle {
+        info.primary_index()
+            .map(|p| p.idx_cols.iter().map(|c| c.name.L.clone()).collect())
+            .unwrap_or_default()
+    } else {
+        Vec::new()
+    };
+    let mut cols = Vec::with_capacity(values.len());
+    for (c, v) in info.public_columns().into_iter().zip(values) {
+        if Some(c.id) == handle_col {
+            continue;
+        }
+        if clustered.contains(&c.name.L) && !decode::need_restored_data(&c.field_type) {
+            continue;
+        }
+        if v.is_null() && is_null_json(&c.default) && is_null_json(&c.origin_default) {
+            continue;
+        }
+        cols.push((c.id, v, &c.field_type));
+    }
+    Ok(tidal_model::rowcodec::encode_row_v2(&cols)?)
+}
+
+/// The (key, value) of a row's entry in `index` (values in public-column order).
+pub fn index_entry(
+    info: &TableInfo,
+    index: &IndexInfo,
+    handle: &Handle,
+    values: &[Datum],
+) -> Result<(Vec<u8>, Vec<u8>), TidbError> {
+    let cols = info.public_columns();
+    let mut datums = Vec::with_capacity(index.idx_cols.len());
+    let mut has_null = false;
+    for ic in &index.idx_cols {
+        let pos = position(info, &ic.name.L)?;
+        let (Some(col), Some(v)) = (cols.get(pos), values.get(pos)) else {
+            return Err(invalid("index column"));
+        };
+        has_null |= v.is_null();
+        datums.push(key_datum(v, &col.field_type)?);
+    }
+    let mut encoded = Vec::new();
+    encode_key_datums(&mut encoded, &datums);
+    if index.is_unique && !has_null {
+        let key = tablecodec::encode_index_key(info.id, index.id, &encoded);
+        let value = match handle {
+            Handle::Int(h) => (*h as u64).to_be_bytes().to_vec(),
+            Handle::Common(b) => b.clone(),
+        };
+        Ok((key, value))
+    } else {
+        match handle {
+            Handle::Int(h) => encode_key_flagged(&mut encoded, &FlaggedDatum::Int(*h)),
+            Handle::Common(b) => encoded.extend_from_slice(b),
+        }
+        Ok((
+            tablecodec::encode_index_key(info.id, index.id, &encoded),
+            b"0".to_vec(),
+        ))
+    }
+}
+
+/// The indexes DML maintains: the public ones, except a clustered primary key (the row key is
+/// that index).
+fn maintained_indexes(info: &TableInfo) -> impl Iterator<Item = &IndexInfo> {
+    info.index_info
+        .iter()
+        .filter(move |i| i.state.is_public() && !(i.is_primary && info.is_common_handle))
+}
+
+impl Txn {
+    pub(crate) fn new(tidb: Tidb, start_ts: u64) -> Self {
+        Txn {
+            tidb,
+            start_ts,
+            tables: HashMap::new(),
+            buf: BTreeMap::new(),
+            rows: Vec::new(),
+        }
+    }
+
+    /// The start ts (snapshot of reads).
+    pub fn start_ts(&self) -> u64 {
+        self.start_ts
+    }
+
+    /// True if nothing was written.
+    pub fn is_empty(&self) -> bool {
+        self.buf.is_empty()
+    }
+
+    /// Number of buffered mutations (rows and index entries).
+    pub fn mutation_count(&self) -> usize {
+        self.buf.len()
+    }
+
+    fn track(&mut self, table: &Table) -> Result<(), TidbError> {
+        match self.tables.get(&table.id()) {
+            Some(info) if !Arc::ptr_eq(info, &table.info) => {
+                Err(TidbError::SchemaChanged(table.name().to_owned()))
+            }
+            Some(_) => Ok(()),
+            None => {
+                self.tables.insert(table.id(), Arc::clone(&table.info));
+                Ok(())
+            }
+        }
+    }
+
+    fn put(&mut self, key: Vec<u8>, value: Vec<u8>) {
+        self.buf.insert(key.clone(), Mutation::put(key, value));
+    }
+
+    fn del(&mut self, key: Vec<u8>) {
+        self.buf.insert(key.clone(), Mutation::delete(key));
+    }
+
+    fn write_row(
+        &mut self,
+        table: &Table,
+        handle: &Handle,
+        values: &[Datum],
+        old: Option<&[Datum]>,
+    ) -> Result<Vec<u8>, TidbError> {
+        let info = &table.info;
+        let key = tablecodec::encode_row_key(info.id, handle);
+        let mut new_entries = Vec::new();
+        for ix in maintained_indexes(info) {
+            new_entries.push(index_entry(info, ix, handle, values)?);
+        }
+        if let Some(old) = old {
+            for ix in maintained_indexes(info) {
+                let (k, _) = index_entry(info, ix, handle, old)?;
+                if !new_entries.iter().any(|(nk, _)| *nk == k) {
+                    self.del(k);
+                }
+            }
+        }
+        self.put(key.clone(), encode_value(info, values)?);
+        for (k, v) in new_entries {
+            self.put(k, v);
+        }
+        Ok(key)
+    }
+
+    /// Inserts a row (values in public-column order) and returns its handle (the allocated
+    /// `_tidb_rowid` for tables without a clustered key). An existing row with the same key is
+    /// overwritten (no duplicate check).
+    pub fn insert(&mut self, table: &Table, values: Vec<Datum>) -> Result<Handle, TidbError> {
+        self.track(table)?;
+        check_values(&table.info, &values)?;
+        let handle = match handle_of(&table.info, &values)? {
+            Some(h) => h,
+            None => Handle::Int(table.alloc_row_id()),
+        };
+        let key = self.write_row(table, &handle, &values, None)?;
+        self.rows.push(RowWrite {
+            table_id: table.id(),
+            db: table.db.clone(),
+            table: table.name().to_owned(),
+            kind: RowKind::Insert,
+            key,
+            handle: handle.clone(),
+            values: Some(values),
+        });
+        Ok(handle)
+    }
+
+    /// Replaces the row at `handle` with `values`. Returns false (writing nothing) if there is
+    /// no such row. If the values change the clustered key, the row moves to its new key.
+    pub fn update(
+        &mut self,
+        table: &Table,
+        handle: &Handle,
+        values: Vec<Datum>,
+    ) -> Result<bool, TidbError> {
+        self.track(table)?;
+        check_values(&table.info, &values)?;
+        let Some(old) = self.get(table, handle)? else {
+            return Ok(false);
+        };
+        let new_handle = handle_of(&table.info, &values)?.unwrap_or_else(|| handle.clone());
+        if new_handle != *handle {
+            self.delete(table, handle)?;
+            self.insert(table, values)?;
+            return Ok(true);
+        }
+        let key = self.write_row(table, handle, &values, Some(&old))?;
+        self.rows.push(RowWrite {
+            table_id: table.id(),
+            db: table.db.clone(),
+            table: table.name().to_owned(),
+            kind: RowKind::Update,
+            key,
+            handle: handle.clone(),
+            values: Some(values),
+        });
+        Ok(true)
+    }
+
+    /// Deletes the row at `handle` (and its index entries). Returns false if there is none.
+    pub fn delete(&mut self, table: &Table, handle: &Handle) -> Result<bool, TidbError> {
+        self.track(table)?;
+        let Some(old) = self.get(table, handle)? else {
+            return Ok(false);
+        };
+        let info = Arc::clone(&table.info);
+        for ix in maintained_indexes(&info) {
+            let (k, _) = index_entry(&info, ix, handle, &old)?;
+            self.del(k);
+        }
+        let key = tablecodec::encode_row_key(info.id, handle);
+        self.del(key.clone());
+        self.rows.push(RowWrite {
+            table_id: table.id(),
+            db: table.db.clone(),
+            table: table.name().to_owned(),
+            kind: RowKind::Delete,
+            key,
+            handle: handle.clone(),
+            values: None,
+        });
+        Ok(true)
+    }
+
+    /// Reads the row at `handle`: this transaction's own write if any, else the committed row
+    /// at the start ts (waiting out locks of transactions still committing).
+    pub fn get(&self, table: &Table, handle: &Handle) -> Result<Option<Vec<Datum>>, TidbError> {
+        let key = tablecodec::encode_row_key(table.id(), handle);
+        let value = match self.buf.get(&key) {
+            Some(m) if m.op == Op::Delete => return Ok(None),
+            Some(m) => Some(m.value.clone()),
+            None => read_retry(|| self.tidb.store().get(&key, self.start_ts))?,
+        };
+        match value {
+            None => Ok(None),
+            Some(v) => Ok(Some(decode::decode_row(&table.info, &key, &v)?)),
+        }
+    }
+
+    /// Commits (two-phase).
+    pub fn commit(self) -> Result<CommitInfo, TidbError> {
+        self.commit_with(CommitOptions::default())
+    }
+
+    /// Commits with options (1PC, or prewrite-then-rollback). Fails with
+    /// [`TidbError::SchemaChanged`] if a DDL changed a written table since it was looked up.
+    pub fn commit_with(self, opts: CommitOptions) -> Result<CommitInfo, TidbError> {
+        let Txn {
+            tidb,
+            start_ts,
+            tables,
+            buf,
+            rows,
+        } = self;
+        let cat = tidb.inner.catalog.read();
+        for (id, info) in &tables {
+            match cat.tables.get(id) {
+                Some(e) if Arc::ptr_eq(&e.info, info) => {}
+                _ => return Err(TidbError::SchemaChanged(info.name.O.clone())),
+            }
+        }
+        let muts: Vec<Mutation> = buf.into_values().collect();
+        let commit_ts = tidb.commit_mutations(muts, start_ts, &opts)?;
+        drop(cat);
+        Ok(CommitInfo {
+            start_ts,
+            commit_ts,
+            rows,
+        })
+    }
+}

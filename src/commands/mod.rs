@@ -1,0 +1,3 @@
+//! The subcommands that are built, one module each, so that `main.rs` stays a thin dispatcher.
+
+pub mod sim;
