@@ -826,6 +826,12 @@ impl MvccStore {
                         for_update_ts: opts.for_update_ts,
                     };
                     inner.locks.insert(m.key.clone(), lock);
+                    if opts.lock_only {
+                        // TiKV emits nothing for a new lock that carries no value (pipelined
+                        // or lock-only writes); only a rewrite of an existing lock shows up, as
+                        // a PREWRITE with an empty value (a "fake prewrite").
+                        continue;
+                    }
                 }
             }
             if observe {
@@ -938,14 +944,35 @@ impl MvccStore {
         commit_ts: u64,
         txn_source: u64,
     ) -> Result<(), TxnError> {
+        self.one_pc_allocating(muts, start_ts, txn_source, || commit_ts)
+            .map(|_| ())
+    }
+
+    /// 1PC whose commit ts is allocated (by `alloc_commit_ts`, normally the TSO) while the write
+    /// lock is held, and returned.
+    ///
+    /// This is the sim's stand-in for TiKV's concurrency manager: a 1PC transaction holds no lock
+    /// a resolved-ts round could see, so if its commit ts were taken before the write lock, a
+    /// round could take a later TSO, find no lock, and publish a resolved ts above a commit that
+    /// is applied only afterwards. Allocating under the lock orders the two: either the commit is
+    /// applied (and its event queued) before the round reads the store, or its commit ts is
+    /// above the round's TSO.
+    pub fn one_pc_allocating(
+        &self,
+        muts: &[Mutation],
+        start_ts: u64,
+        txn_source: u64,
+        alloc_commit_ts: impl FnOnce() -> u64,
+    ) -> Result<u64, TxnError> {
+        let primary = muts.first().map(|m| m.key.as_slice()).unwrap_or_default();
+        let mut inner = self.inner.write();
+        let commit_ts = alloc_commit_ts();
         if commit_ts <= start_ts {
             return Err(TxnError::InvalidCommitTs {
                 start_ts,
                 commit_ts,
             });
         }
-        let primary = muts.first().map(|m| m.key.as_slice()).unwrap_or_default();
-        let mut inner = self.inner.write();
         let mut actions = Vec::with_capacity(muts.len());
         for m in muts {
             if let Some(lock) = inner.locks.get(m.key.as_slice()) {
@@ -988,7 +1015,7 @@ impl MvccStore {
             inner.push_write(m.key.clone(), w);
         }
         inner.notify(&events);
-        Ok(())
+        Ok(commit_ts)
     }
 
     /// Reads `key` at snapshot `ts`.
@@ -1382,6 +1409,42 @@ mod tests {
         // All-or-nothing: "z" was not locked.
         assert_eq!(s.lock_count(), 1);
         assert_eq!(s.min_lock_start_ts(b"", b""), Some(25));
+    }
+
+    #[test]
+    fn new_lock_only_prewrite_emits_no_event() {
+        let (s, rec) = store_with_recorder();
+        let opts = PrewriteOptions {
+            lock_only: true,
+            ..Default::default()
+        };
+        s.prewrite_with(&[Mutation::put("k", "")], b"k", 10, &opts)
+            .unwrap();
+        assert_eq!(s.lock_count(), 1, "the lock itself is written");
+        assert!(
+            rec.calls.lock().is_empty(),
+            "a new lock without a value must not reach CDC as a PREWRITE"
+        );
+    }
+
+    #[test]
+    fn one_pc_allocates_commit_ts_under_the_write_lock() {
+        let s = MvccStore::new();
+        let store = s.clone();
+        let ts = s
+            .one_pc_allocating(&[Mutation::put("k", "v")], 5, 0, || {
+                // While the allocator runs, no reader can take the lock: a resolved-ts round
+                // would block here rather than see a store without this commit.
+                assert!(store.inner.try_read().is_none());
+                9
+            })
+            .unwrap();
+        assert_eq!(ts, 9);
+        assert_eq!(s.get(b"k", 9).unwrap(), Some(k("v")));
+        assert!(matches!(
+            s.one_pc_allocating(&[Mutation::put("j", "v")], 20, 0, || 20),
+            Err(TxnError::InvalidCommitTs { .. })
+        ));
     }
 
     #[test]

@@ -522,8 +522,8 @@ impl Tidb {
             return Ok(Some(start_ts));
         }
         if opts.one_pc && !opts.rollback {
-            let commit_ts = self.inner.tso.next();
-            store.one_pc(&muts, start_ts, commit_ts)?;
+            let tso = &self.inner.tso;
+            let commit_ts = store.one_pc_allocating(&muts, start_ts, 0, || tso.next())?;
             return Ok(Some(commit_ts));
         }
         let primary = muts.first().map(|m| m.key.clone()).unwrap_or_default();
