@@ -2,4 +2,8 @@
 //! GC safe points, the coordinator, the TiCDC-compatible HTTP API and metrics.
 #![deny(missing_docs)]
 
+pub mod api;
+pub mod gc;
 pub mod meta;
+pub mod metrics;
+pub mod service;

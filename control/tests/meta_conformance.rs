@@ -16,9 +16,9 @@ use tidal_control::meta::epoch::{delete_changefeed, update_state_fenced};
 use tidal_control::meta::{
     BumpOptions, ChangeFeedInfo, ChangeFeedStatus, ChangefeedRef, Compare, CompareOp,
     EmbeddedOptions, EmbeddedStore, EtcdStore, EventKind, FeedState, KeyLayout, MetaError,
-    MetaStore, Op, OpResponse, Progress, RunningError, StatusChange, Txn, WatchEvent, WatchStream,
-    bump_epoch, create_changefeed, load_changefeed, pause_changefeed, remove_changefeed,
-    resume_changefeed, update_checkpoint_fenced, write_status_fenced,
+    MetaStore, Op, OpResponse, Progress, Revision, RunningError, StatusChange, Txn, WatchEvent,
+    WatchStream, bump_epoch, create_changefeed, load_changefeed, pause_changefeed,
+    remove_changefeed, resume_changefeed, update_checkpoint_fenced, write_status_fenced,
 };
 
 fn k(keys: &KeyLayout, suffix: &str) -> Vec<u8> {
@@ -353,6 +353,17 @@ fn sample_info(state: FeedState) -> ChangeFeedInfo {
     }
 }
 
+/// Creates `cf` running ([`sample_info`] in state normal) with its checkpoint at `checkpoint_ts`.
+async fn create_normal(
+    store: &dyn MetaStore,
+    keys: &KeyLayout,
+    cf: &ChangefeedRef,
+    checkpoint_ts: u64,
+) -> Result<Revision, MetaError> {
+    let info = sample_info(FeedState::Normal);
+    create_changefeed(store, keys, cf, &info, &ChangeFeedStatus::at(checkpoint_ts)).await
+}
+
 async fn snapshot(store: &dyn MetaStore, keys: &KeyLayout) -> Vec<tidal_control::meta::KeyValue> {
     store
         .get_prefix(format!("{}/", keys.cluster_prefix()).as_bytes())
@@ -362,24 +373,8 @@ async fn snapshot(store: &dyn MetaStore, keys: &KeyLayout) -> Vec<tidal_control:
 
 async fn fencing_two_owners(store: &dyn MetaStore, keys: &KeyLayout) {
     let cf = ChangefeedRef::new("fence-1").unwrap();
-    create_changefeed(
-        store,
-        keys,
-        &cf,
-        &sample_info(FeedState::Normal),
-        &ChangeFeedStatus::at(1000),
-    )
-    .await
-    .unwrap();
-    let err = create_changefeed(
-        store,
-        keys,
-        &cf,
-        &sample_info(FeedState::Normal),
-        &ChangeFeedStatus::at(1),
-    )
-    .await
-    .unwrap_err();
+    create_normal(store, keys, &cf, 1000).await.unwrap();
+    let err = create_normal(store, keys, &cf, 1).await.unwrap_err();
     assert!(matches!(err, MetaError::AlreadyExists { .. }), "{err:?}");
 
     let e1 = bump_epoch(store, keys, &cf, 500, BumpOptions::default())
@@ -548,15 +543,7 @@ async fn resume_is_atomic(store: &dyn MetaStore, keys: &KeyLayout) {
 
 async fn concurrent_bumps_all_distinct(store: &dyn MetaStore, keys: &KeyLayout) {
     let cf = ChangefeedRef::new("race-1").unwrap();
-    create_changefeed(
-        store,
-        keys,
-        &cf,
-        &sample_info(FeedState::Normal),
-        &ChangeFeedStatus::at(1),
-    )
-    .await
-    .unwrap();
+    create_normal(store, keys, &cf, 1).await.unwrap();
     let futs = (0..4).map(|_| bump_epoch(store, keys, &cf, 0, BumpOptions::default()));
     let mut epochs: Vec<u64> = futures::future::join_all(futs)
         .await

@@ -15,6 +15,9 @@
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::{Map, Value};
 
+/// Go duration text (kept at this path for callers of the meta module).
+pub use tidal_model::duration::{format_go_duration, parse_go_duration};
+
 /// `changefeed-id` JSON (`{"id":{"low","high"},"display":{"name","keyspace"}}`).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChangefeedIdJson {
@@ -586,111 +589,6 @@ impl ReplicaConfig {
     }
 }
 
-fn frac_digits(mut frac: u64, mut width: u32) -> String {
-    // `frac` has `width` decimal digits; drop trailing zeros.
-    while width > 0 && frac.is_multiple_of(10) {
-        frac /= 10;
-        width -= 1;
-    }
-    if width == 0 {
-        String::new()
-    } else {
-        format!(".{frac:0width$}", width = width as usize)
-    }
-}
-
-/// Formats nanoseconds like Go's `time.Duration.String()` (`"10m0s"`, `"1h30m0s"`, `"1.5s"`,
-/// `"500ms"`, `"0s"`).
-pub fn format_go_duration(ns: i64) -> String {
-    let sign = if ns < 0 { "-" } else { "" };
-    let u = ns.unsigned_abs();
-    if u == 0 {
-        return "0s".into();
-    }
-    if u < 1_000_000_000 {
-        let (unit, div, width) = if u < 1_000 {
-            ("ns", 1, 0)
-        } else if u < 1_000_000 {
-            ("µs", 1_000, 3)
-        } else {
-            ("ms", 1_000_000, 6)
-        };
-        return format!("{sign}{}{}{unit}", u / div, frac_digits(u % div, width));
-    }
-    let secs = u / 1_000_000_000;
-    let frac = frac_digits(u % 1_000_000_000, 9);
-    let (h, m, s) = (secs / 3600, (secs / 60) % 60, secs % 60);
-    if h > 0 {
-        format!("{sign}{h}h{m}m{s}{frac}s")
-    } else if m > 0 {
-        format!("{sign}{m}m{s}{frac}s")
-    } else {
-        format!("{sign}{s}{frac}s")
-    }
-}
-
-/// Parses a Go duration string (`"1h30m"`, `"10m0s"`, `"1.5s"`, `"300ms"`, `"0"`) into
-/// nanoseconds; `None` if malformed or out of range.
-pub fn parse_go_duration(s: &str) -> Option<i64> {
-    let (neg, mut rest) = match s.as_bytes().first() {
-        Some(b'-') => (true, s.get(1..)?),
-        Some(b'+') => (false, s.get(1..)?),
-        _ => (false, s),
-    };
-    if rest == "0" {
-        return Some(0);
-    }
-    if rest.is_empty() {
-        return None;
-    }
-    let mut total: i128 = 0;
-    while !rest.is_empty() {
-        let int_len = rest.bytes().take_while(u8::is_ascii_digit).count();
-        let int_part = rest.get(..int_len)?;
-        rest = rest.get(int_len..)?;
-        let mut frac_part = "";
-        if let Some(r) = rest.strip_prefix('.') {
-            let n = r.bytes().take_while(u8::is_ascii_digit).count();
-            frac_part = r.get(..n)?;
-            rest = r.get(n..)?;
-        }
-        if int_part.is_empty() && frac_part.is_empty() {
-            return None;
-        }
-        let unit_len = rest
-            .char_indices()
-            .find(|(_, c)| c.is_ascii_digit() || *c == '.')
-            .map_or(rest.len(), |(i, _)| i);
-        let unit: i128 = match rest.get(..unit_len)? {
-            "ns" => 1,
-            "us" | "µs" | "μs" => 1_000,
-            "ms" => 1_000_000,
-            "s" => 1_000_000_000,
-            "m" => 60_000_000_000,
-            "h" => 3_600_000_000_000,
-            _ => return None,
-        };
-        rest = rest.get(unit_len..)?;
-        let int: i128 = if int_part.is_empty() {
-            0
-        } else {
-            int_part.parse().ok()?
-        };
-        let mut value = int.checked_mul(unit)?;
-        let mut scale = unit;
-        for d in frac_part.bytes().take(30) {
-            scale /= 10;
-            value = value.checked_add(i128::from(d - b'0').checked_mul(scale)?)?;
-        }
-        total = total.checked_add(value)?;
-        if total > i128::from(i64::MAX) + 1 {
-            return None;
-        }
-    }
-    let total = if neg { -total } else { total };
-    i64::try_from(total).ok()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -899,41 +797,7 @@ mod tests {
         assert_eq!(info.config, ReplicaConfig::default());
     }
 
-    #[test]
-    fn go_durations() {
-        for (ns, s) in [
-            (0i64, "0s"),
-            (600_000_000_000, "10m0s"),
-            (86_400_000_000_000, "24h0m0s"),
-            (5_400_000_000_000, "1h30m0s"),
-            (1_500_000_000, "1.5s"),
-            (500_000_000, "500ms"),
-            (1_500, "1.5µs"),
-            (7, "7ns"),
-            (-2_000_000_000, "-2s"),
-        ] {
-            assert_eq!(format_go_duration(ns), s);
-            assert_eq!(parse_go_duration(s), Some(ns), "{s}");
-        }
-        assert_eq!(parse_go_duration("1h30m"), Some(5_400_000_000_000));
-        assert_eq!(parse_go_duration(".5s"), Some(500_000_000));
-        assert_eq!(parse_go_duration("10"), None);
-        assert_eq!(parse_go_duration(""), None);
-        assert_eq!(parse_go_duration("1y"), None);
-        assert_eq!(parse_go_duration("99999999999h"), None);
-    }
-
     proptest! {
-        #[test]
-        fn duration_round_trip(ns in any::<i64>()) {
-            prop_assert_eq!(parse_go_duration(&format_go_duration(ns)), Some(ns));
-        }
-
-        #[test]
-        fn duration_parse_never_panics(s in ".{0,24}") {
-            let _ = parse_go_duration(&s);
-        }
-
         #[test]
         fn info_parse_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..128)) {
             let _ = ChangeFeedInfo::from_json(&bytes);
