@@ -4,6 +4,8 @@
 //! compose its own pipelines.
 #![deny(missing_docs)]
 
+pub mod verify;
+
 pub use tidal_control as control;
 pub use tidal_dataflow as dataflow;
 pub use tidal_ingest as ingest;

@@ -27,7 +27,7 @@ enum Command {
     /// Run a reproducible end-to-end benchmark and print its figures.
     Bench,
     /// Compare an upstream snapshot with a downstream, table by table.
-    Verify,
+    Verify(Box<commands::verify::VerifyArgs>),
 }
 
 impl Command {
@@ -38,7 +38,7 @@ impl Command {
             Command::Sim(_) => "sim",
             Command::Cli => "cli",
             Command::Bench => "bench",
-            Command::Verify => "verify",
+            Command::Verify(_) => "verify",
         }
     }
 }
@@ -52,10 +52,12 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
-    if let Command::Sim(args) = cli.command {
-        return commands::sim::run(*args);
+    match cli.command {
+        Command::Sim(args) => commands::sim::run(*args),
+        Command::Verify(args) => commands::verify::run(*args),
+        other => {
+            eprintln!("tidal {}: not implemented yet", other.name());
+            ExitCode::from(2)
+        }
     }
-    let name = cli.command.name();
-    eprintln!("tidal {name}: not implemented yet");
-    ExitCode::from(2)
 }

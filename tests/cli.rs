@@ -31,7 +31,7 @@ fn unknown_subcommand_is_a_usage_error() {
 /// mistakes them for success. Remove a name from this list when its subcommand is built.
 #[test]
 fn unbuilt_subcommands_say_so_and_fail() {
-    for sub in ["demo", "server", "cli", "bench", "verify"] {
+    for sub in ["demo", "server", "cli", "bench"] {
         let out = tidal().arg(sub).output().unwrap();
         assert!(!out.status.success(), "`tidal {sub}` exited 0");
         let err = String::from_utf8(out.stderr).unwrap();
@@ -144,4 +144,115 @@ fn sim_rejects_bad_arguments() {
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8(out.stderr).unwrap().contains("loopback"));
+}
+
+/// `tidal verify --help` documents the downstreams, the options and the exit codes.
+#[test]
+fn verify_help_lists_options_and_exit_codes() {
+    let out = tidal().args(["verify", "--help"]).output().unwrap();
+    assert!(out.status.success());
+    let help = String::from_utf8(out.stdout).unwrap();
+    for word in [
+        "--pd",
+        "--mysql",
+        "--storage",
+        "--protocol",
+        "--ts",
+        "--filter",
+        "--json",
+        "--max-diffs",
+        "0 = every table is equal, 1 = differences found, 2 = verification failed",
+    ] {
+        assert!(help.contains(word), "`{word}` missing from:\n{help}");
+    }
+}
+
+/// Bad `tidal verify` arguments exit 2 with a message, before touching any cluster.
+#[test]
+fn verify_rejects_bad_arguments() {
+    let cases: &[(&[&str], &str)] = &[
+        (&["verify", "--mysql", "mysql://u@h/"], "--pd"),
+        (&["verify", "--pd", "127.0.0.1:1"], "--mysql"),
+        (
+            &[
+                "verify",
+                "--pd",
+                "127.0.0.1:1",
+                "--mysql",
+                "mysql://u@h/",
+                "--storage",
+                "/x",
+            ],
+            "cannot be used with",
+        ),
+        (
+            &[
+                "verify",
+                "--pd",
+                "127.0.0.1:1",
+                "--storage",
+                "/x",
+                "--protocol",
+                "avro",
+            ],
+            "unknown protocol",
+        ),
+        (
+            &[
+                "verify",
+                "--pd",
+                "127.0.0.1:1",
+                "--mysql",
+                "mysql://u@h/",
+                "--ts",
+                "soon",
+            ],
+            "--ts",
+        ),
+        (
+            &[
+                "verify",
+                "--pd",
+                "127.0.0.1:1",
+                "--mysql",
+                "kafka://u:hunter2@h/",
+            ],
+            "not a mysql:// or tidb:// URL",
+        ),
+        (
+            &[
+                "verify",
+                "--pd",
+                "127.0.0.1:1",
+                "--storage",
+                "/no/such/tidal/dir",
+            ],
+            "not a directory",
+        ),
+        (
+            &[
+                "verify",
+                "--pd",
+                "127.0.0.1:1",
+                "--storage",
+                "/x",
+                "--filter",
+                "a.b.c",
+            ],
+            "bad table filter",
+        ),
+    ];
+    for (args, expected) in cases {
+        let out = tidal().args(*args).output().unwrap();
+        let err = String::from_utf8(out.stderr).unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(
+            err.contains(expected),
+            "{args:?}: `{expected}` missing from {err}"
+        );
+        assert!(
+            !err.contains("hunter2"),
+            "{args:?} printed the password: {err}"
+        );
+    }
 }

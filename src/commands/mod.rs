@@ -1,3 +1,4 @@
 //! The subcommands that are built, one module each, so that `main.rs` stays a thin dispatcher.
 
 pub mod sim;
+pub mod verify;
