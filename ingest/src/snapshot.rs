@@ -179,12 +179,17 @@ impl SnapshotError {
 
 /// Lower-case hex of a key for messages, shortened when long.
 pub(crate) fn hex(key: &[u8]) -> String {
-    const MAX: usize = 48;
-    let mut out = String::with_capacity(key.len().min(MAX) * 2 + 3);
-    for b in key.iter().take(MAX) {
+    hex_shortened(key, 48)
+}
+
+/// Lower-case hex of a key for messages (this module's and the PD client's): the first `max`
+/// bytes, then `...` if there were more; `(empty)` for an empty key.
+pub(crate) fn hex_shortened(key: &[u8], max: usize) -> String {
+    let mut out = String::with_capacity(key.len().min(max) * 2 + 3);
+    for b in key.iter().take(max) {
         out.push_str(&format!("{b:02x}"));
     }
-    if key.len() > MAX {
+    if key.len() > max {
         out.push_str("...");
     }
     if key.is_empty() {
@@ -269,6 +274,25 @@ enum Step<T> {
     RetryLock(kvrpcpb::LockInfo),
 }
 
+impl<T> Step<T> {
+    /// Retry the region after a pause.
+    fn retry(error: String) -> Self {
+        Step::RetryRegion { error, pause: true }
+    }
+}
+
+impl Step<()> {
+    /// A key error's verdict as a step of any read: the retry it asks for, or (when it named
+    /// nothing to wait for) a paused region retry.
+    fn or_retry<T>(self) -> Step<T> {
+        match self {
+            Step::RetryLock(l) => Step::RetryLock(l),
+            Step::RetryRegion { error, pause } => Step::RetryRegion { error, pause },
+            Step::Done(()) => Step::retry("empty key error".into()),
+        }
+    }
+}
+
 /// A snapshot reader over a PD client and one gRPC connection per TiKV store. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct SnapshotReader {
@@ -340,10 +364,7 @@ impl SnapshotReader {
                     let resp = match this.rpc(client.kv_get(req)).await {
                         Ok(r) => r,
                         Err(e) => {
-                            return Ok(Step::RetryRegion {
-                                error: e,
-                                pause: true,
-                            });
+                            return Ok(Step::retry(e));
                         }
                     };
                     if let Some(err) = resp.region_error {
@@ -487,26 +508,14 @@ impl SnapshotReader {
                     let resp = match this.rpc(client.kv_scan(req)).await {
                         Ok(r) => r,
                         Err(e) => {
-                            return Ok(Step::RetryRegion {
-                                error: e,
-                                pause: true,
-                            });
+                            return Ok(Step::retry(e));
                         }
                     };
                     if let Some(err) = resp.region_error {
                         return this.on_region_error(region.id(), &err, ts);
                     }
                     if let Some(err) = resp.error {
-                        return match this.on_key_error(&err, &start, ts)? {
-                            Step::RetryLock(l) => Ok(Step::RetryLock(l)),
-                            Step::RetryRegion { error, pause } => {
-                                Ok(Step::RetryRegion { error, pause })
-                            }
-                            Step::Done(()) => Ok(Step::RetryRegion {
-                                error: "empty key error".into(),
-                                pause: true,
-                            }),
-                        };
+                        return Ok(this.on_key_error(&err, &start, ts)?.or_retry());
                     }
                     let mut pairs = Vec::with_capacity(resp.pairs.len());
                     for p in resp.pairs {
@@ -516,16 +525,7 @@ impl SnapshotReader {
                             } else {
                                 p.key
                             };
-                            return match this.on_key_error(&err, &key, ts)? {
-                                Step::RetryLock(l) => Ok(Step::RetryLock(l)),
-                                Step::RetryRegion { error, pause } => {
-                                    Ok(Step::RetryRegion { error, pause })
-                                }
-                                Step::Done(()) => Ok(Step::RetryRegion {
-                                    error: "empty key error".into(),
-                                    pause: true,
-                                }),
-                            };
+                            return Ok(this.on_key_error(&err, &key, ts)?.or_retry());
                         }
                         pairs.push((p.key, p.value));
                     }
@@ -609,10 +609,7 @@ impl SnapshotReader {
                 _ => {
                     // No leader known (an election): ask PD again after a pause.
                     self.pd.invalidate_region(region_id);
-                    return Step::RetryRegion {
-                        error: text,
-                        pause: true,
-                    };
+                    return Step::retry(text);
                 }
             }
         }
@@ -625,16 +622,10 @@ impl SnapshotReader {
             };
         }
         if err.server_is_busy.is_some() {
-            return Step::RetryRegion {
-                error: text,
-                pause: true,
-            };
+            return Step::retry(text);
         }
         self.pd.invalidate_region(region_id);
-        Step::RetryRegion {
-            error: text,
-            pause: true,
-        }
+        Step::retry(text)
     }
 
     /// Classifies a key error: a lock is retried, a GC refusal and anything else fail.
@@ -656,10 +647,7 @@ impl SnapshotReader {
             }
         }
         if !err.retryable.is_empty() {
-            return Ok(Step::RetryRegion {
-                error: format!("retryable: {}", err.retryable),
-                pause: true,
-            });
+            return Ok(Step::retry(format!("retryable: {}", err.retryable)));
         }
         Err(SnapshotError::KeyError {
             key: key.to_vec(),
@@ -813,10 +801,7 @@ impl SnapshotReader {
         let region = match self.pd.locate_key(encoded).await {
             Ok(r) => r,
             Err(e) if e.is_retryable() || matches!(e, PdError::NoRegionForKey { .. }) => {
-                return Ok(Step::RetryRegion {
-                    error: e.to_string(),
-                    pause: true,
-                });
+                return Ok(Step::retry(e.to_string()));
             }
             Err(e) => return Err(e.into()),
         };
@@ -828,10 +813,7 @@ impl SnapshotReader {
             Some(p) => p,
             None => {
                 self.pd.invalidate_region(region.id());
-                return Ok(Step::RetryRegion {
-                    error: format!("region {} has no peer", region.id()),
-                    pause: true,
-                });
+                return Ok(Step::retry(format!("region {} has no peer", region.id())));
             }
         };
         let client = match self.client(peer.store_id).await {
@@ -839,10 +821,7 @@ impl SnapshotReader {
             Err(e) => {
                 self.drop_store(peer.store_id);
                 self.pd.invalidate_region(region.id());
-                return Ok(Step::RetryRegion {
-                    error: e,
-                    pause: true,
-                });
+                return Ok(Step::retry(e));
             }
         };
         let ctx = Context {
@@ -951,7 +930,7 @@ mod tests {
         assert_eq!(prefix_end(&[0xff, 0xff]), Vec::<u8>::new());
         assert_eq!(hex(&[0x6d, 0x00]), "6d00");
         assert_eq!(hex(&[]), "(empty)");
-        assert!(hex(&[0u8; 100]).ends_with("..."));
+        assert_eq!(hex(&[0u8; 100]), format!("{}...", "00".repeat(48)));
     }
 
     #[test]

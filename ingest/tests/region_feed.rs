@@ -59,6 +59,15 @@ fn key(table: i64, handle: i64) -> Vec<u8> {
 /// What a test committed: (raw key, commit ts) → (value, start ts).
 type Record = BTreeMap<(Vec<u8>, u64), (Vec<u8>, u64)>;
 
+/// Prewrites `value` at `key` (the primary) and leaves the lock; returns its start ts.
+fn lock(c: &SimCluster, key: &[u8], value: Vec<u8>) -> u64 {
+    let start = c.tso().next();
+    c.store()
+        .prewrite(&[Mutation::put(key.to_vec(), value)], key, start)
+        .expect("prewrite");
+    start
+}
+
 /// Commits one 2PC transaction writing `value` to each key; records it.
 fn commit(c: &SimCluster, rec: &mut Record, keys: &[Vec<u8>], value: &[u8]) -> u64 {
     let start = c.tso().next();
@@ -215,17 +224,11 @@ async fn prewrite_before_subscribe_commit_after_and_rollbacks() {
     let mut rec = Record::new();
     let start = c.tso().next();
     // A transaction locked before the subscription, committed after it registers.
-    let t1 = c.tso().next();
     let k1 = key(20, 1);
-    c.store()
-        .prewrite(&[Mutation::put(k1.clone(), b"locked".to_vec())], &k1, t1)
-        .unwrap();
+    let t1 = lock(&c, &k1, b"locked".to_vec());
     // A transaction that will be rolled back.
-    let t2 = c.tso().next();
     let k2 = key(20, 2);
-    c.store()
-        .prewrite(&[Mutation::put(k2.clone(), b"never".to_vec())], &k2, t2)
-        .unwrap();
+    let t2 = lock(&c, &k2, b"never".to_vec());
     let sub = feed
         .subscribe(TableSpan::for_table(20), Ts(start))
         .expect("subscribe");
@@ -279,11 +282,8 @@ async fn commit_between_scan_and_live_is_matched_once() {
     let start = c.tso().next();
     let mut locked = Vec::new();
     for i in 0..200 {
-        let t = c.tso().next();
         let k = key(21, i);
-        c.store()
-            .prewrite(&[Mutation::put(k.clone(), vec![b'x'; 64])], &k, t)
-            .unwrap();
+        let t = lock(&c, &k, vec![b'x'; 64]);
         locked.push((k, t));
     }
     let sub = feed

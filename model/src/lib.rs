@@ -16,6 +16,7 @@ pub mod datum;
 pub mod ddl;
 pub mod decimal;
 pub mod decode;
+pub mod duration;
 pub mod error;
 pub mod json;
 pub mod meta;

@@ -219,9 +219,7 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    fn h(s: &str) -> Vec<u8> {
-        hex::decode(s.replace(' ', "")).unwrap()
-    }
+    use crate::codec::bytes::spaced_hex as h;
 
     #[test]
     fn wire_examples() {

@@ -74,13 +74,8 @@ fn cfg() -> CdcConfig {
 
 impl Sim {
     fn put(&self, key: &[u8], value: &[u8]) -> (u64, u64) {
-        let start = self.tso.next();
-        self.store
-            .prewrite(&[Mutation::put(key, value)], key, start)
-            .unwrap();
-        let commit = self.tso.next();
-        self.store.commit(&[key.to_vec()], start, commit).unwrap();
-        (start, commit)
+        let start = self.lock(key, value);
+        (start, self.commit(key, start))
     }
 
     fn lock(&self, key: &[u8], value: &[u8]) -> u64 {

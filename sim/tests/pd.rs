@@ -23,6 +23,67 @@ fn header(sim: &SimCluster) -> Option<pdpb::RequestHeader> {
     })
 }
 
+/// Sets service `id`'s GC safe point to `safe_point` for `ttl` seconds.
+async fn update_service(
+    pd: &mut PdClient<Channel>,
+    header: &Option<pdpb::RequestHeader>,
+    id: &str,
+    ttl: i64,
+    safe_point: u64,
+) -> pdpb::UpdateServiceGcSafePointResponse {
+    pd.update_service_gc_safe_point(pdpb::UpdateServiceGcSafePointRequest {
+        header: header.clone(),
+        service_id: id.as_bytes().to_vec(),
+        ttl,
+        safe_point,
+    })
+    .await
+    .unwrap()
+    .into_inner()
+}
+
+/// The minimum service safe point a response reports: (service id, safe point).
+fn minimum(r: &pdpb::UpdateServiceGcSafePointResponse) -> (&str, u64) {
+    let id = std::str::from_utf8(&r.service_id).expect("service id is text");
+    (id, r.min_safe_point)
+}
+
+/// A region lookup by (encoded) key.
+fn region_at(header: &Option<pdpb::RequestHeader>, key: Vec<u8>) -> pdpb::GetRegionRequest {
+    pdpb::GetRegionRequest {
+        header: header.clone(),
+        region_key: key,
+        need_buckets: false,
+    }
+}
+
+/// A region lookup by id.
+fn region_by_id(header: &Option<pdpb::RequestHeader>, id: u64) -> pdpb::GetRegionByIdRequest {
+    pdpb::GetRegionByIdRequest {
+        header: header.clone(),
+        region_id: id,
+        need_buckets: false,
+    }
+}
+
+/// A scan of every region, at most `limit` of them (0: no limit).
+fn scan_all(header: &Option<pdpb::RequestHeader>, limit: i32) -> pdpb::ScanRegionsRequest {
+    pdpb::ScanRegionsRequest {
+        header: header.clone(),
+        start_key: vec![],
+        limit,
+        end_key: vec![],
+    }
+}
+
+/// GetAllStores (tombstones included).
+fn all_stores(header: &Option<pdpb::RequestHeader>) -> pdpb::GetAllStoresRequest {
+    pdpb::GetAllStoresRequest {
+        header: header.clone(),
+        ..Default::default()
+    }
+}
+
 fn ts_of(resp: &pdpb::TsoResponse) -> u64 {
     let t = resp.timestamp.expect("timestamp");
     ((t.physical as u64) << 18) | t.logical as u64
@@ -97,11 +158,7 @@ async fn regions_reflect_splits_and_merges() {
     let (sim, mut pd) = start(SimConfig::default()).await;
     let h = header(&sim);
     let initial = pd
-        .get_region(pdpb::GetRegionRequest {
-            header: h.clone(),
-            region_key: encode_key(b"t1"),
-            need_buckets: false,
-        })
+        .get_region(region_at(&h, encode_key(b"t1")))
         .await
         .unwrap()
         .into_inner();
@@ -114,16 +171,7 @@ async fn regions_reflect_splits_and_merges() {
     let (left, right) = sim.faults().split_region(&split_at).unwrap();
     assert_eq!(right.id, r0.id);
 
-    let scan = pd
-        .scan_regions(pdpb::ScanRegionsRequest {
-            header: h.clone(),
-            start_key: vec![],
-            limit: 0,
-            end_key: vec![],
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let scan = pd.scan_regions(scan_all(&h, 0)).await.unwrap().into_inner();
     assert_eq!(scan.region_metas.len(), 2);
     assert_eq!(scan.regions.len(), 2);
     assert_eq!(scan.leaders.len(), 2);
@@ -145,34 +193,17 @@ async fn regions_reflect_splits_and_merges() {
             .start_key,
         split_at
     );
-    let limited = pd
-        .scan_regions(pdpb::ScanRegionsRequest {
-            header: h.clone(),
-            start_key: vec![],
-            limit: 1,
-            end_key: vec![],
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let limited = pd.scan_regions(scan_all(&h, 1)).await.unwrap().into_inner();
     assert_eq!(limited.region_metas.len(), 1);
 
     let by_key = pd
-        .get_region(pdpb::GetRegionRequest {
-            header: h.clone(),
-            region_key: encode_key(b"z"),
-            need_buckets: false,
-        })
+        .get_region(region_at(&h, encode_key(b"z")))
         .await
         .unwrap()
         .into_inner();
     assert_eq!(by_key.region.unwrap().id, right.id);
     let prev = pd
-        .get_prev_region(pdpb::GetRegionRequest {
-            header: h.clone(),
-            region_key: encode_key(b"z"),
-            need_buckets: false,
-        })
+        .get_prev_region(region_at(&h, encode_key(b"z")))
         .await
         .unwrap()
         .into_inner();
@@ -180,11 +211,7 @@ async fn regions_reflect_splits_and_merges() {
 
     let merged = sim.faults().merge_regions(left.id, right.id).unwrap();
     let by_id = pd
-        .get_region_by_id(pdpb::GetRegionByIdRequest {
-            header: h.clone(),
-            region_id: right.id,
-            need_buckets: false,
-        })
+        .get_region_by_id(region_by_id(&h, right.id))
         .await
         .unwrap()
         .into_inner();
@@ -193,11 +220,7 @@ async fn regions_reflect_splits_and_merges() {
     assert_eq!(got.region_epoch.unwrap().version, merged.epoch.version);
     assert!(merged.epoch.version > right.epoch.version);
     let gone = pd
-        .get_region_by_id(pdpb::GetRegionByIdRequest {
-            header: h.clone(),
-            region_id: left.id,
-            need_buckets: false,
-        })
+        .get_region_by_id(region_by_id(&h, left.id))
         .await
         .unwrap()
         .into_inner();
@@ -210,11 +233,7 @@ async fn regions_reflect_splits_and_merges() {
     // A leader transfer shows up as the reported leader.
     sim.faults().transfer_leader(right.id, 3).unwrap();
     let moved = pd
-        .get_region(pdpb::GetRegionRequest {
-            header: h,
-            region_key: vec![],
-            need_buckets: false,
-        })
+        .get_region(region_at(&h, vec![]))
         .await
         .unwrap()
         .into_inner();
@@ -275,84 +294,29 @@ async fn stores_have_addresses() {
 async fn gc_safe_points_follow_pd_rules() {
     let (sim, mut pd) = start(SimConfig::default()).await;
     let h = header(&sim);
-    let svc = |id: &str, ttl: i64, sp: u64| pdpb::UpdateServiceGcSafePointRequest {
-        header: header(&sim),
-        service_id: id.as_bytes().to_vec(),
-        ttl,
-        safe_point: sp,
-    };
     // First call: the implicit gc_worker entry (0) is the minimum.
-    let r = pd
-        .update_service_gc_safe_point(svc("ticdc", 60, 100))
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(
-        (r.service_id.as_slice(), r.min_safe_point),
-        (&b"gc_worker"[..], 0)
-    );
+    let r = update_service(&mut pd, &h, "ticdc", 60, 100).await;
+    assert_eq!(minimum(&r), ("gc_worker", 0));
     // GC worker moves up to 500: ticdc (100) is the minimum now, with its remaining TTL.
-    let r = pd
-        .update_service_gc_safe_point(svc("gc_worker", i64::MAX, 500))
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(
-        (r.service_id.as_slice(), r.min_safe_point),
-        (&b"ticdc"[..], 100)
-    );
+    let r = update_service(&mut pd, &h, "gc_worker", i64::MAX, 500).await;
+    assert_eq!(minimum(&r), ("ticdc", 100));
     assert!(r.ttl > 55 && r.ttl <= 60, "ttl {}", r.ttl);
     // A second service cannot go below the minimum: not stored.
-    let r = pd
-        .update_service_gc_safe_point(svc("br", 60, 50))
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(
-        (r.service_id.as_slice(), r.min_safe_point),
-        (&b"ticdc"[..], 100)
-    );
+    let r = update_service(&mut pd, &h, "br", 60, 50).await;
+    assert_eq!(minimum(&r), ("ticdc", 100));
     // At or above the minimum it is stored; the response still describes the minimum.
-    let r = pd
-        .update_service_gc_safe_point(svc("br", 10, 150))
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(
-        (r.service_id.as_slice(), r.min_safe_point),
-        (&b"ticdc"[..], 100)
-    );
+    let r = update_service(&mut pd, &h, "br", 10, 150).await;
+    assert_eq!(minimum(&r), ("ticdc", 100));
     // ticdc moves to 300: br (150) becomes the minimum.
-    let r = pd
-        .update_service_gc_safe_point(svc("ticdc", 60, 300))
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(
-        (r.service_id.as_slice(), r.min_safe_point),
-        (&b"br"[..], 150)
-    );
+    let r = update_service(&mut pd, &h, "ticdc", 60, 300).await;
+    assert_eq!(minimum(&r), ("br", 150));
     // br expires after its 10 s TTL: ticdc is the minimum again.
     sim.pd().advance_clock(12);
-    let r = pd
-        .update_service_gc_safe_point(svc("other", 600, 400))
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(
-        (r.service_id.as_slice(), r.min_safe_point),
-        (&b"ticdc"[..], 300)
-    );
+    let r = update_service(&mut pd, &h, "other", 600, 400).await;
+    assert_eq!(minimum(&r), ("ticdc", 300));
     // TTL <= 0 removes ticdc: the minimum is the GC worker's 500... unless "other" (400) is lower.
-    let r = pd
-        .update_service_gc_safe_point(svc("ticdc", 0, 0))
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(
-        (r.service_id.as_slice(), r.min_safe_point),
-        (&b"other"[..], 400)
-    );
+    let r = update_service(&mut pd, &h, "ticdc", 0, 0).await;
+    assert_eq!(minimum(&r), ("other", 400));
 
     // A GC round is held back by the minimum service safe point.
     assert_eq!(sim.faults().run_gc(1000), 400);
@@ -434,25 +398,12 @@ async fn second_endpoint_is_a_follower_until_leadership_moves() {
         members.leader.unwrap().client_urls,
         vec![urls.first().unwrap().clone()]
     );
-    let err = pd1
-        .get_all_stores(pdpb::GetAllStoresRequest {
-            header: h.clone(),
-            ..Default::default()
-        })
-        .await
-        .unwrap_err();
+    let err = pd1.get_all_stores(all_stores(&h)).await.unwrap_err();
     assert_eq!(
         (err.code(), err.message()),
         (Code::Unavailable, "not leader")
     );
-    assert!(
-        pd0.get_all_stores(pdpb::GetAllStoresRequest {
-            header: h.clone(),
-            ..Default::default()
-        })
-        .await
-        .is_ok()
-    );
+    assert!(pd0.get_all_stores(all_stores(&h)).await.is_ok());
 
     sim.faults().pd_transfer_leader(1);
     let members = pd0
@@ -464,21 +415,8 @@ async fn second_endpoint_is_a_follower_until_leadership_moves() {
         members.leader.unwrap().client_urls,
         vec![urls.get(1).unwrap().clone()]
     );
-    let err = pd0
-        .get_all_stores(pdpb::GetAllStoresRequest {
-            header: h.clone(),
-            ..Default::default()
-        })
-        .await
-        .unwrap_err();
+    let err = pd0.get_all_stores(all_stores(&h)).await.unwrap_err();
     assert_eq!(err.code(), Code::Unavailable);
-    assert!(
-        pd1.get_all_stores(pdpb::GetAllStoresRequest {
-            header: h,
-            ..Default::default()
-        })
-        .await
-        .is_ok()
-    );
+    assert!(pd1.get_all_stores(all_stores(&h)).await.is_ok());
     sim.shutdown().await;
 }

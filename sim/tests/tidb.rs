@@ -69,6 +69,27 @@ impl ApplyObserver for JobWatch {
     }
 }
 
+impl JobWatch {
+    /// Every version of job `job_id` written to the job table (puts only), in write order.
+    fn jobs(&self, job_id: i64) -> Vec<DdlJob> {
+        self.puts
+            .lock()
+            .iter()
+            .filter(|(op, _, _)| *op == Op::Put)
+            .map(|(_, v, _)| job_of(v))
+            .filter(|j| j.id == job_id)
+            .collect()
+    }
+
+    /// The done version of job `job_id` (the one with its binlog).
+    fn done_job(&self, job_id: i64) -> DdlJob {
+        self.jobs(job_id)
+            .into_iter()
+            .find(|j| j.state == JobState::DONE)
+            .expect("a done job row")
+    }
+}
+
 fn job_of(value: &[u8]) -> DdlJob {
     let t = tidal_sim::tidb::ddl_job_table_info();
     let key = tablecodec::encode_row_key_int(t.id, 1);
@@ -510,15 +531,7 @@ fn ddl_changes_schema_versions_and_decoding() {
     // At the earlier ts, the old schema applies.
     let snap = snapshot_tables(&store, ts_before, &[("d", "t")]).unwrap();
     assert_eq!(snap[0].rows[&Handle::Int(1)].len(), 2);
-    let states: Vec<JobState> = watch
-        .puts
-        .lock()
-        .iter()
-        .filter(|(op, _, _)| *op == Op::Put)
-        .map(|(_, v, _)| job_of(v))
-        .filter(|j| j.id == add.job_id)
-        .map(|j| j.state)
-        .collect();
+    let states: Vec<JobState> = watch.jobs(add.job_id).iter().map(|j| j.state).collect();
     assert_eq!(
         states,
         [
@@ -592,14 +605,7 @@ fn ddl_changes_schema_versions_and_decoding() {
     // RENAME across databases: the event knows the old schema.
     let rn = tidb.rename_table("d", "t", "e", "t2").unwrap();
     assert_eq!(rn.query, "RENAME TABLE `d`.`t` TO `e`.`t2`");
-    let job = watch
-        .puts
-        .lock()
-        .iter()
-        .filter(|(op, _, _)| *op == Op::Put)
-        .map(|(_, v, _)| job_of(v))
-        .find(|j| j.id == rn.job_id && j.state == JobState::DONE)
-        .unwrap();
+    let job = watch.done_job(rn.job_id);
     let ev = DdlEvent::from_job(&job, rn.commit_ts).unwrap();
     assert_eq!(ev.old_schema_name.as_deref(), Some("d"));
     assert_eq!(ev.schema_name, "e");
@@ -652,14 +658,7 @@ fn create_tables_batch_job() {
             .starts_with("CREATE TABLE `m`.`t0` (`id` INT NOT NULL) ENGINE=InnoDB")
     );
     assert_eq!(out.query.matches("CREATE TABLE").count(), 50);
-    let job = watch
-        .puts
-        .lock()
-        .iter()
-        .filter(|(op, _, _)| *op == Op::Put)
-        .map(|(_, v, _)| job_of(v))
-        .find(|j| j.id == out.job_id && j.state == JobState::DONE)
-        .unwrap();
+    let job = watch.done_job(out.job_id);
     assert_eq!(job.action_type, ActionType::CREATE_TABLES);
     assert_eq!(job.binlog.unwrap().multiple_table_infos.len(), 50);
     assert_eq!(tidb.tables("m").unwrap().len(), 50);

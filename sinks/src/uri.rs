@@ -10,6 +10,7 @@
 
 use std::time::Duration;
 
+use tidal_model::duration::parse_go_std_duration;
 use url::Url;
 
 use crate::blackhole::BlackholeConfig;
@@ -185,52 +186,12 @@ pub(crate) fn param_bool(uri: &str, name: &str, value: &str) -> Result<bool, Sin
 /// Parses a duration parameter in Go's notation: a sequence of `<number><unit>` with units
 /// `ns`, `us`, `µs`, `ms`, `s`, `m`, `h` (`"2m"`, `"1m30s"`, `"500ms"`, `"1.5s"`).
 pub(crate) fn param_duration(uri: &str, name: &str, value: &str) -> Result<Duration, SinkError> {
-    parse_go_duration(value.trim()).ok_or_else(|| {
+    parse_go_std_duration(value.trim()).ok_or_else(|| {
         invalid(
             uri,
             format!("parameter {name}={value:?} is not a duration (like 30s, 2m, 500ms)"),
         )
     })
-}
-
-/// Go-style duration parsing; `None` for anything malformed, negative or overflowing.
-pub(crate) fn parse_go_duration(s: &str) -> Option<Duration> {
-    if s.is_empty() {
-        return None;
-    }
-    if s == "0" {
-        return Some(Duration::ZERO);
-    }
-    let mut total_nanos: f64 = 0.0;
-    let mut rest = s;
-    while !rest.is_empty() {
-        let num_len = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .unwrap_or(rest.len());
-        if num_len == 0 {
-            return None;
-        }
-        let number: f64 = rest[..num_len].parse().ok()?;
-        rest = &rest[num_len..];
-        let unit_len = rest
-            .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(rest.len());
-        let unit_nanos: f64 = match &rest[..unit_len] {
-            "ns" => 1.0,
-            "us" | "µs" => 1e3,
-            "ms" => 1e6,
-            "s" => 1e9,
-            "m" => 60e9,
-            "h" => 3600e9,
-            _ => return None,
-        };
-        rest = &rest[unit_len..];
-        total_nanos += number * unit_nanos;
-    }
-    if !total_nanos.is_finite() || total_nanos > u64::MAX as f64 {
-        return None;
-    }
-    Some(Duration::from_nanos(total_nanos as u64))
 }
 
 #[cfg(test)]
@@ -257,21 +218,6 @@ mod tests {
         // '?' inside an unencoded password: mask up to the first '@'.
         assert_eq!(mask_password("mysql://u:pa?ss@h"), "mysql://u:xxxxx@h");
         assert_eq!(mask_password("mysql://u:@h"), "mysql://u:xxxxx@h");
-    }
-
-    #[test]
-    fn go_durations() {
-        assert_eq!(parse_go_duration("2m"), Some(Duration::from_secs(120)));
-        assert_eq!(parse_go_duration("1m30s"), Some(Duration::from_secs(90)));
-        assert_eq!(parse_go_duration("500ms"), Some(Duration::from_millis(500)));
-        assert_eq!(parse_go_duration("1.5s"), Some(Duration::from_millis(1500)));
-        assert_eq!(parse_go_duration("0"), Some(Duration::ZERO));
-        assert_eq!(parse_go_duration("10"), None);
-        assert_eq!(parse_go_duration("s"), None);
-        assert_eq!(parse_go_duration("-1s"), None);
-        assert_eq!(parse_go_duration("3d"), None);
-        assert_eq!(parse_go_duration(""), None);
-        assert_eq!(parse_go_duration("1e400h"), None);
     }
 
     #[test]

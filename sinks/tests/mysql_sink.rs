@@ -60,7 +60,24 @@ async fn create_table(sink: &MySqlSink, db: &str, table: &str, id: i64, sql: &st
     .unwrap_or_else(|e| panic!("{sql}: {e}"));
 }
 
-fn int_pk_table(db: &str, name: &str, id: i64) -> Arc<TableDef> {
+/// Creates `db`.`name` (`id BIGINT PRIMARY KEY, v VARCHAR(32)`) downstream through the sink at
+/// `ts`, and returns its definition (rows built with [`kv`]).
+async fn create_kv_table(
+    sink: &MySqlSink,
+    db: &str,
+    name: &str,
+    id: i64,
+    ts: u64,
+) -> Arc<TableDef> {
+    create_table(
+        sink,
+        db,
+        name,
+        id,
+        &format!("CREATE TABLE {name} (id BIGINT PRIMARY KEY, v VARCHAR(32))"),
+        ts,
+    )
+    .await;
     table_def(
         db,
         table_info(
@@ -82,23 +99,12 @@ fn kv(id: i64, v: &str) -> Vec<Datum> {
 
 #[tokio::test]
 async fn int_pk_insert_update_delete() {
-    let Some(url) = mysql_url("int_pk_insert_update_delete") else {
+    let db = "tidal_sink_intpk";
+    let Some((url, pool)) = fresh_env("int_pk_insert_update_delete", db).await else {
         return;
     };
-    let db = "tidal_sink_intpk";
-    let pool = check_pool(&url).await;
-    fresh_db(&pool, db).await;
     let sink = open(&url, "worker-count=4", db).await;
-    create_table(
-        &sink,
-        db,
-        "t",
-        100,
-        "CREATE TABLE t (id BIGINT PRIMARY KEY, v VARCHAR(32))",
-        10,
-    )
-    .await;
-    let t = int_pk_table(db, "t", 100);
+    let t = create_kv_table(&sink, db, "t", 100, 10).await;
     let report = write(
         &sink,
         vec![
@@ -146,12 +152,10 @@ async fn int_pk_insert_update_delete() {
 
 #[tokio::test]
 async fn composite_pk_and_unique_key() {
-    let Some(url) = mysql_url("composite_pk_and_unique_key") else {
+    let db = "tidal_sink_composite";
+    let Some((url, pool)) = fresh_env("composite_pk_and_unique_key", db).await else {
         return;
     };
-    let db = "tidal_sink_composite";
-    let pool = check_pool(&url).await;
-    fresh_db(&pool, db).await;
     let sink = open(&url, "", db).await;
     create_table(
         &sink,
@@ -239,18 +243,15 @@ async fn composite_pk_and_unique_key() {
             text(&["2", "x", "6", "3"]),
         ]
     );
-    sink.close().await.unwrap();
-    drop_db(&pool, db).await;
+    close_and_drop(&sink, &pool, db).await;
 }
 
 #[tokio::test]
 async fn table_without_key() {
-    let Some(url) = mysql_url("table_without_key") else {
+    let db = "tidal_sink_keyless";
+    let Some((url, pool)) = fresh_env("table_without_key", db).await else {
         return;
     };
-    let db = "tidal_sink_keyless";
-    let pool = check_pool(&url).await;
-    fresh_db(&pool, db).await;
     let sink = open(&url, "", db).await;
     create_table(
         &sink,
@@ -308,18 +309,15 @@ async fn table_without_key() {
             text(&["2", "z"]),
         ]
     );
-    sink.close().await.unwrap();
-    drop_db(&pool, db).await;
+    close_and_drop(&sink, &pool, db).await;
 }
 
 #[tokio::test]
 async fn many_types_round_trip() {
-    let Some(url) = mysql_url("many_types_round_trip") else {
+    let db = "tidal_sink_types";
+    let Some((url, pool)) = fresh_env("many_types_round_trip", db).await else {
         return;
     };
-    let db = "tidal_sink_types";
-    let pool = check_pool(&url).await;
-    fresh_db(&pool, db).await;
     let sink = open(&url, "", db).await;
     create_table(
         &sink,
@@ -447,8 +445,7 @@ async fn many_types_round_trip() {
     )
     .await;
     assert_eq!(rows, vec![text(&["bye", "z", "b"])]);
-    sink.close().await.unwrap();
-    drop_db(&pool, db).await;
+    close_and_drop(&sink, &pool, db).await;
 }
 
 fn replay_sequence(t: &Arc<TableDef>, safe: bool) -> Vec<SinkTxn> {
@@ -472,23 +469,12 @@ fn replay_sequence(t: &Arc<TableDef>, safe: bool) -> Vec<SinkTxn> {
 
 #[tokio::test]
 async fn replays_are_harmless() {
-    let Some(url) = mysql_url("replays_are_harmless") else {
+    let db = "tidal_sink_replay";
+    let Some((url, pool)) = fresh_env("replays_are_harmless", db).await else {
         return;
     };
-    let db = "tidal_sink_replay";
-    let pool = check_pool(&url).await;
-    fresh_db(&pool, db).await;
     let sink = open(&url, "", db).await;
-    create_table(
-        &sink,
-        db,
-        "t",
-        104,
-        "CREATE TABLE t (id BIGINT PRIMARY KEY, v VARCHAR(32))",
-        10,
-    )
-    .await;
-    let t = int_pk_table(db, "t", 104);
+    let t = create_kv_table(&sink, db, "t", 104, 10).await;
     let query = format!("SELECT id, v FROM `{db}`.t ORDER BY id");
     let state = || rows_as_text(&pool, &query);
     let expected = vec![
@@ -516,8 +502,7 @@ async fn replays_are_harmless() {
     let sink = open(&url, "safe-mode=true&batch-dml-enable=false", db).await;
     write(&sink, replay_sequence(&t, false)).await.unwrap();
     assert_eq!(state().await, expected);
-    sink.close().await.unwrap();
-    drop_db(&pool, db).await;
+    close_and_drop(&sink, &pool, db).await;
 }
 
 /// A random workload over a small key space on a table with a PK and a unique key, plus the
@@ -633,12 +618,10 @@ async fn apply_workload(url: &str, db: &str, table: &str, id: i64, workers: usiz
 
 #[tokio::test]
 async fn parallel_writers_match_the_oracle() {
-    let Some(url) = mysql_url("parallel_writers_match_the_oracle") else {
+    let db = "tidal_sink_parallel";
+    let Some((url, pool)) = fresh_env("parallel_writers_match_the_oracle", db).await else {
         return;
     };
-    let db = "tidal_sink_parallel";
-    let pool = check_pool(&url).await;
-    fresh_db(&pool, db).await;
     let w = workload(0x5EED_1234, 3000);
     assert!(w.txns.len() > 2500);
     let started = Instant::now();
@@ -674,22 +657,12 @@ async fn parallel_writers_match_the_oracle() {
 
 #[tokio::test]
 async fn same_key_updates_keep_their_order() {
-    let Some(url) = mysql_url("same_key_updates_keep_their_order") else {
+    let db = "tidal_sink_order";
+    let Some((url, pool)) = fresh_env("same_key_updates_keep_their_order", db).await else {
         return;
     };
-    let db = "tidal_sink_order";
-    let pool = check_pool(&url).await;
-    fresh_db(&pool, db).await;
     let sink = open(&url, "worker-count=16&max-txn-row=8", db).await;
-    create_table(
-        &sink,
-        db,
-        "c",
-        107,
-        "CREATE TABLE c (id BIGINT PRIMARY KEY, v VARCHAR(32))",
-        10,
-    )
-    .await;
+    let t = create_kv_table(&sink, db, "c", 107, 10).await;
     // A trigger that rejects any update of the counter row that is not "previous + 1": a
     // reordering on that key would fail the write.
     let trigger = format!(
@@ -707,7 +680,6 @@ async fn same_key_updates_keep_their_order() {
             false
         }
     };
-    let t = int_pk_table(db, "c", 107);
     let n = 1500i64;
     let mut txns = vec![txn(&t, 20, vec![insert(kv(0, "0"))], false)];
     for i in 1..=n {
@@ -754,8 +726,7 @@ async fn same_key_updates_keep_their_order() {
             "{err}"
         );
     }
-    sink.close().await.unwrap();
-    drop_db(&pool, db).await;
+    close_and_drop(&sink, &pool, db).await;
 }
 
 #[tokio::test]
@@ -863,18 +834,15 @@ async fn ddl_runs_exactly_once() {
     )
     .await;
     assert_eq!(cols, vec![text(&["id"])]);
-    sink.close().await.unwrap();
-    drop_db(&pool, db).await;
+    close_and_drop(&sink, &pool, db).await;
 }
 
 #[tokio::test]
 async fn rejected_ddl_reports_the_server_message() {
-    let Some(url) = mysql_url("rejected_ddl_reports_the_server_message") else {
+    let db = "tidal_sink_badddl";
+    let Some((url, pool)) = fresh_env("rejected_ddl_reports_the_server_message", db).await else {
         return;
     };
-    let db = "tidal_sink_badddl";
-    let pool = check_pool(&url).await;
-    fresh_db(&pool, db).await;
     let sink = open(&url, "", db).await;
     let bad = ddl_event(
         db,
@@ -910,16 +878,7 @@ async fn rejected_ddl_reports_the_server_message() {
         "{err}"
     );
     // DML is unaffected by a rejected DDL.
-    create_table(
-        &sink,
-        db,
-        "t",
-        109,
-        "CREATE TABLE t (id BIGINT PRIMARY KEY, v VARCHAR(32))",
-        12,
-    )
-    .await;
-    let t = int_pk_table(db, "t", 109);
+    let t = create_kv_table(&sink, db, "t", 109, 12).await;
     write(&sink, vec![txn(&t, 20, vec![insert(kv(1, "ok"))], false)])
         .await
         .unwrap();
@@ -937,8 +896,7 @@ async fn rejected_ddl_reports_the_server_message() {
         .await
         .unwrap_err();
     assert!(matches!(&err, SinkError::Rejected { .. }), "{err}");
-    sink.close().await.unwrap();
-    drop_db(&pool, db).await;
+    close_and_drop(&sink, &pool, db).await;
 }
 
 fn assert_no_password(err: &SinkError, password: &str) {
@@ -1005,12 +963,11 @@ async fn unreachable_server_fails_with_connect() {
 
 #[tokio::test]
 async fn uri_path_is_ignored_and_changefeed_id_recorded() {
-    let Some(url) = mysql_url("uri_path_is_ignored_and_changefeed_id_recorded") else {
+    let db = "tidal_sink_open";
+    let Some((url, pool)) = fresh_env("uri_path_is_ignored_and_changefeed_id_recorded", db).await
+    else {
         return;
     };
-    let db = "tidal_sink_open";
-    let pool = check_pool(&url).await;
-    fresh_db(&pool, db).await;
     // Like TiCDC, the path (a database name, even one that does not exist) is not used.
     let mut u = url::Url::parse(&sink_uri(&url, "worker-count=2")).unwrap();
     u.set_path("/tidal_no_such_database");
@@ -1038,34 +995,21 @@ async fn uri_path_is_ignored_and_changefeed_id_recorded() {
     .await;
     assert_eq!(rows, vec![text(&[db])]);
     sink.update_checkpoint(Ts(42)).await.unwrap();
-    sink.close().await.unwrap();
-    drop_db(&pool, db).await;
+    close_and_drop(&*sink, &pool, db).await;
 }
 
 #[tokio::test]
 async fn oversize_transaction_is_split() {
-    let Some(url) = mysql_url("oversize_transaction_is_split") else {
+    let db = "tidal_sink_big";
+    let Some((url, pool)) = fresh_env("oversize_transaction_is_split", db).await else {
         return;
     };
-    let db = "tidal_sink_big";
-    let pool = check_pool(&url).await;
-    fresh_db(&pool, db).await;
     let sink = open(&url, "max-txn-row=16&max-multi-update-row=5", db).await;
-    create_table(
-        &sink,
-        db,
-        "t",
-        112,
-        "CREATE TABLE t (id BIGINT PRIMARY KEY, v VARCHAR(32))",
-        10,
-    )
-    .await;
-    let t = int_pk_table(db, "t", 112);
+    let t = create_kv_table(&sink, db, "t", 112, 10).await;
     let rows: Vec<_> = (0..100).map(|i| insert(kv(i, "big"))).collect();
     let report = write(&sink, vec![txn(&t, 20, rows, false)]).await.unwrap();
     assert_eq!(report.rows, 100);
     let count = rows_as_text(&pool, &format!("SELECT COUNT(*), SUM(id) FROM `{db}`.t")).await;
     assert_eq!(count, vec![text(&["100", "4950"])]);
-    sink.close().await.unwrap();
-    drop_db(&pool, db).await;
+    close_and_drop(&sink, &pool, db).await;
 }

@@ -2,6 +2,8 @@
 //! TiCDC consumers expect, rotation, restarts, and a round trip of many types through files and
 //! the independent reader.
 
+mod support;
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -169,25 +171,10 @@ fn ddl_event(
     table: &str,
     info: Option<TableInfo>,
 ) -> DdlEvent {
+    let table_id = info.as_ref().map_or(0, |i| i.id);
     DdlEvent {
-        commit_ts: Ts(ts),
-        start_ts: Ts(ts - 1),
-        job_id: 1,
-        action,
-        query: query.into(),
-        schema_version: 1,
-        schema_id: 1,
-        schema_name: schema.into(),
-        table_id: info.as_ref().map_or(0, |i| i.id),
-        table_name: table.into(),
         table_info: info.map(Box::new),
-        db_info: None,
-        multiple_table_infos: Vec::new(),
-        old_table_id: None,
-        old_schema_id: None,
-        old_schema_name: None,
-        old_table_name: None,
-        old_physical_table_ids: Vec::new(),
+        ..support::ddl_event(schema, table, table_id, action, query, ts)
     }
 }
 

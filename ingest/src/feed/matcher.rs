@@ -553,22 +553,27 @@ mod tests {
         let r = m.process_all(rows, &mut out);
         (out, r)
     }
+
+    /// [`run`], which must succeed.
+    fn run_ok(m: &mut Matcher, rows: Vec<Row>) -> Vec<RawKvChange> {
+        let (out, r) = run(m, rows);
+        r.unwrap();
+        out
+    }
+
     fn initialized() -> Matcher {
         let mut m = Matcher::new(7, Ts(10));
-        let (out, r) = run(&mut m, vec![init()]);
-        assert!(out.is_empty());
-        r.unwrap();
+        assert!(run_ok(&mut m, vec![init()]).is_empty());
         m
     }
 
     #[test]
     fn prewrite_then_commit_after_init_emits_prewrite_values() {
         let mut m = initialized();
-        let (out, r) = run(
+        let out = run_ok(
             &mut m,
             vec![prewrite(20, b"k", b"v", b"old"), commit(20, 21, b"k")],
         );
-        r.unwrap();
         assert_eq!(out, vec![change(b"k", b"v", b"old", 20, 21)]);
         assert_eq!(m.pending_prewrites(), 0);
         assert_eq!(m.cached_bytes(), 0);
@@ -581,8 +586,7 @@ mod tests {
         p.op_type = OpType::Delete as i32;
         let mut c = commit(20, 21, b"k");
         c.op_type = OpType::Delete as i32;
-        let (out, r) = run(&mut m, vec![p, c]);
-        r.unwrap();
+        let out = run_ok(&mut m, vec![p, c]);
         let mut want = change(b"k", b"", b"old", 20, 21);
         want.op = RawOp::Delete;
         assert_eq!(out, vec![want]);
@@ -595,8 +599,7 @@ mod tests {
         p.op_type = OpType::Delete as i32;
         let mut c = commit(20, 21, b"k");
         c.op_type = OpType::Unknown as i32;
-        let (out, r) = run(&mut m, vec![p, c]);
-        r.unwrap();
+        let out = run_ok(&mut m, vec![p, c]);
         assert_eq!(out[0].op, RawOp::Delete);
     }
 
@@ -622,7 +625,7 @@ mod tests {
     #[test]
     fn fake_prewrite_does_not_overwrite() {
         let mut m = initialized();
-        let (out, r) = run(
+        let out = run_ok(
             &mut m,
             vec![
                 prewrite(20, b"k", b"v", b"o"),
@@ -630,7 +633,6 @@ mod tests {
                 commit(20, 21, b"k"),
             ],
         );
-        r.unwrap();
         assert_eq!(out, vec![change(b"k", b"v", b"o", 20, 21)]);
     }
 
@@ -643,14 +645,12 @@ mod tests {
         g1.generation = 1;
         let mut g3 = prewrite(20, b"k", b"v3", b"");
         g3.generation = 3;
-        let (out, r) = run(&mut m, vec![g2.clone(), g1, commit(20, 21, b"k")]);
-        r.unwrap();
+        let out = run_ok(&mut m, vec![g2.clone(), g1, commit(20, 21, b"k")]);
         assert_eq!(out, vec![change(b"k", b"v2", b"", 20, 21)]);
-        let (out, r) = run(&mut m, vec![g2, g3, commit(20, 22, b"k")]);
-        r.unwrap();
+        let out = run_ok(&mut m, vec![g2, g3, commit(20, 22, b"k")]);
         assert_eq!(out, vec![change(b"k", b"v3", b"", 20, 22)]);
         // Same generation with a value replaces too.
-        let (out, r) = run(
+        let out = run_ok(
             &mut m,
             vec![
                 prewrite(30, b"k", b"a", b""),
@@ -658,7 +658,6 @@ mod tests {
                 commit(30, 31, b"k"),
             ],
         );
-        r.unwrap();
         assert_eq!(out, vec![change(b"k", b"b", b"", 30, 31)]);
     }
 
@@ -667,8 +666,7 @@ mod tests {
         let mut m = initialized();
         let mut c = commit(20, 21, b"k");
         c.value = b"inline".to_vec();
-        let (out, r) = run(&mut m, vec![prewrite(20, b"k", b"", b"o"), c]);
-        r.unwrap();
+        let out = run_ok(&mut m, vec![prewrite(20, b"k", b"", b"o"), c]);
         assert_eq!(out, vec![change(b"k", b"inline", b"o", 20, 21)]);
     }
 
@@ -690,15 +688,13 @@ mod tests {
     #[test]
     fn commit_before_prewrite_before_init_is_cached_and_matched_at_init() {
         let mut m = Matcher::new(7, Ts(10));
-        let (out, r) = run(
+        let out = run_ok(
             &mut m,
             vec![commit(20, 21, b"k"), prewrite(20, b"k", b"v", b"o")],
         );
-        r.unwrap();
         assert!(out.is_empty());
         assert!(m.cached_bytes() > 0);
-        let (out, r) = run(&mut m, vec![init()]);
-        r.unwrap();
+        let out = run_ok(&mut m, vec![init()]);
         assert_eq!(out, vec![change(b"k", b"v", b"o", 20, 21)]);
         assert_eq!(m.cached_bytes(), 0);
         assert!(m.is_initialized());
@@ -707,11 +703,10 @@ mod tests {
     #[test]
     fn commit_matching_before_init_is_emitted_immediately() {
         let mut m = Matcher::new(7, Ts(10));
-        let (out, r) = run(
+        let out = run_ok(
             &mut m,
             vec![prewrite(20, b"k", b"v", b"o"), commit(20, 21, b"k")],
         );
-        r.unwrap();
         assert_eq!(out, vec![change(b"k", b"v", b"o", 20, 21)]);
     }
 
@@ -720,7 +715,7 @@ mod tests {
         let mut m = Matcher::new(7, Ts(10));
         let mut g = prewrite(30, b"g", b"vg", b"");
         g.generation = 1;
-        let (out, r) = run(
+        let out = run_ok(
             &mut m,
             vec![
                 prewrite(20, b"k", b"", b""),
@@ -729,11 +724,9 @@ mod tests {
                 commit(30, 31, b"g"),
             ],
         );
-        r.unwrap();
         assert!(out.is_empty());
         // The scan later brings the real prewrite, then INITIALIZED settles both commits.
-        let (out, r) = run(&mut m, vec![prewrite(20, b"k", b"v", b"o"), init()]);
-        r.unwrap();
+        let out = run_ok(&mut m, vec![prewrite(20, b"k", b"v", b"o"), init()]);
         assert_eq!(
             out,
             vec![
@@ -746,11 +739,10 @@ mod tests {
     #[test]
     fn unmatched_cached_commit_is_dropped_at_init() {
         let mut m = Matcher::new(7, Ts(10));
-        let (out, r) = run(
+        let out = run_ok(
             &mut m,
             vec![commit(20, 21, b"k"), committed(20, 21, b"k", b"v"), init()],
         );
-        r.unwrap();
         assert_eq!(out, vec![change(b"k", b"v", b"", 20, 21)]);
         assert_eq!(m.cached_bytes(), 0);
     }
@@ -758,7 +750,7 @@ mod tests {
     #[test]
     fn rollback_before_init_applies_after_commits_at_init() {
         let mut m = Matcher::new(7, Ts(10));
-        let (out, r) = run(
+        let out = run_ok(
             &mut m,
             vec![
                 rollback(20, b"k"),
@@ -767,7 +759,6 @@ mod tests {
                 init(),
             ],
         );
-        r.unwrap();
         assert!(out.is_empty());
         assert_eq!(m.pending_prewrites(), 1);
         assert_eq!(m.oldest_prewrite_start_ts(), Some(Ts(25)));
@@ -779,17 +770,15 @@ mod tests {
     #[test]
     fn rollback_after_init_removes_prewrite() {
         let mut m = initialized();
-        let (out, r) = run(
+        let out = run_ok(
             &mut m,
             vec![prewrite(20, b"k", b"v", b""), rollback(20, b"k")],
         );
-        r.unwrap();
         assert!(out.is_empty());
         assert_eq!(m.pending_prewrites(), 0);
         assert_eq!(m.cached_bytes(), 0);
         // Rolling back something unknown is harmless.
-        let (_, r) = run(&mut m, vec![rollback(99, b"zz")]);
-        r.unwrap();
+        run_ok(&mut m, vec![rollback(99, b"zz")]);
     }
 
     #[test]
@@ -797,15 +786,14 @@ mod tests {
         let mut m = Matcher::new(7, Ts(10));
         let mut c = committed(15, 16, b"k", b"v");
         c.old_value = b"o".to_vec();
-        let (out, r) = run(&mut m, vec![c]);
-        r.unwrap();
+        let out = run_ok(&mut m, vec![c]);
         assert_eq!(out, vec![change(b"k", b"v", b"o", 15, 16)]);
     }
 
     #[test]
     fn commits_at_or_below_checkpoint_are_dropped() {
         let mut m = Matcher::new(7, Ts(10));
-        let (out, r) = run(
+        let out = run_ok(
             &mut m,
             vec![
                 committed(5, 10, b"a", b"v"),
@@ -816,7 +804,6 @@ mod tests {
                 commit(8, 10, b"c"),
             ],
         );
-        r.unwrap();
         assert!(out.is_empty());
         assert_eq!(m.pending_prewrites(), 0);
     }
@@ -839,8 +826,7 @@ mod tests {
             vec![prewrite(40, b"k", b"v", b""), commit(40, 45, b"k")],
         );
         assert!(matches!(r, Err(MatchError::CommitBelowResolved { .. })));
-        let (out, r) = run(&mut m, vec![committed(40, 51, b"k", b"v")]);
-        r.unwrap();
+        let out = run_ok(&mut m, vec![committed(40, 51, b"k", b"v")]);
         assert_eq!(out.len(), 1);
     }
 
@@ -849,8 +835,7 @@ mod tests {
         let mut m = Matcher::new(7, Ts(10));
         assert!(!m.on_resolved(Ts(20)));
         assert_eq!(m.resolved_ts(), Ts(10));
-        let (_, r) = run(&mut m, vec![init()]);
-        r.unwrap();
+        run_ok(&mut m, vec![init()]);
         assert!(m.on_resolved(Ts(20)));
         assert!(!m.on_resolved(Ts(15)));
         assert!(!m.on_resolved(Ts(20)));
@@ -860,8 +845,7 @@ mod tests {
     #[test]
     fn second_initialized_is_a_no_op() {
         let mut m = initialized();
-        let (out, r) = run(&mut m, vec![init()]);
-        r.unwrap();
+        let out = run_ok(&mut m, vec![init()]);
         assert!(out.is_empty());
     }
 
@@ -870,8 +854,7 @@ mod tests {
         let mut m = initialized();
         let mut r0 = prewrite(20, b"k", b"v", b"");
         r0.r#type = 42;
-        let (out, r) = run(&mut m, vec![r0]);
-        r.unwrap();
+        let out = run_ok(&mut m, vec![r0]);
         assert!(out.is_empty());
         assert_eq!(m.pending_prewrites(), 0);
     }
@@ -891,17 +874,13 @@ mod tests {
     #[test]
     fn bytes_track_cache_contents() {
         let mut m = Matcher::new(7, Ts(10));
-        let (_, r) = run(&mut m, vec![prewrite(20, b"key", b"value", b"old")]);
-        r.unwrap();
+        run_ok(&mut m, vec![prewrite(20, b"key", b"value", b"old")]);
         assert_eq!(m.cached_bytes(), ENTRY_OVERHEAD + 3 + 5 + 3);
-        let (_, r) = run(&mut m, vec![prewrite(20, b"key", b"v", b"")]);
-        r.unwrap();
+        run_ok(&mut m, vec![prewrite(20, b"key", b"v", b"")]);
         assert_eq!(m.cached_bytes(), ENTRY_OVERHEAD + 3 + 1);
-        let (_, r) = run(&mut m, vec![rollback(30, b"ab")]);
-        r.unwrap();
+        run_ok(&mut m, vec![rollback(30, b"ab")]);
         assert_eq!(m.cached_bytes(), 2 * ENTRY_OVERHEAD + 3 + 1 + 2);
-        let (_, r) = run(&mut m, vec![init()]);
-        r.unwrap();
+        run_ok(&mut m, vec![init()]);
         assert_eq!(m.cached_bytes(), ENTRY_OVERHEAD + 3 + 1);
     }
 

@@ -368,6 +368,26 @@ impl Shared {
         }
     }
 
+    /// Records why piece `range` of `sub` failed and schedules a fresh region lookup for it
+    /// after `delay` (the next attempt after `attempts`).
+    fn resplit_later(
+        &self,
+        sub: &Arc<SubState>,
+        range: RangeId,
+        why: String,
+        attempts: u32,
+        delay: Duration,
+    ) {
+        sub.note_failure(range, why);
+        self.schedule(
+            sub,
+            range,
+            Retry::Resplit,
+            attempts.saturating_add(1),
+            delay,
+        );
+    }
+
     /// Schedules a retry of piece `range` of `sub` after `delay`.
     pub(crate) fn schedule(
         &self,
@@ -456,12 +476,11 @@ async fn resplit(shared: &Arc<Shared>, sub: &Arc<SubState>, range: RangeId, atte
     let regions = match shared.pd.scan_regions(&start, &end, 0).await {
         Ok(r) => r,
         Err(e) => {
-            sub.note_failure(range, format!("scanning regions: {e}"));
-            shared.schedule(
+            shared.resplit_later(
                 sub,
                 range,
-                Retry::Resplit,
-                attempts.saturating_add(1),
+                format!("scanning regions: {e}"),
+                attempts,
                 next_delay,
             );
             return;
@@ -476,12 +495,11 @@ async fn resplit(shared: &Arc<Shared>, sub: &Arc<SubState>, range: RangeId, atte
             }
             None => {
                 shared.pd.invalidate_region(region.id);
-                sub.note_failure(piece, format!("region {} has no known leader", region.id));
-                shared.schedule(
+                shared.resplit_later(
                     sub,
                     piece,
-                    Retry::Resplit,
-                    attempts.saturating_add(1),
+                    format!("region {} has no known leader", region.id),
+                    attempts,
                     next_delay,
                 );
             }
@@ -489,12 +507,11 @@ async fn resplit(shared: &Arc<Shared>, sub: &Arc<SubState>, range: RangeId, atte
     }
     // Whatever PD did not cover (a hole) is still unowned: try again later.
     for piece in holes {
-        sub.note_failure(piece, "no region covers this range yet".into());
-        shared.schedule(
+        shared.resplit_later(
             sub,
             piece,
-            Retry::Resplit,
-            attempts.saturating_add(1),
+            "no region covers this range yet".into(),
+            attempts,
             next_delay,
         );
     }
@@ -512,28 +529,19 @@ async fn register(
     let conn = match shared.conn_for(store_id).await {
         Ok(c) => c,
         Err(e) => {
-            sub.note_failure(range, e);
             shared.pd.invalidate_region(region.id);
             let delay = shared.cfg.backoff.delay(attempts, Duration::ZERO);
-            shared.schedule(
-                sub,
-                range,
-                Retry::Resplit,
-                attempts.saturating_add(1),
-                delay,
-            );
+            shared.resplit_later(sub, range, e, attempts, delay);
             return;
         }
     };
     if let Err(why) = sub.register(shared, range, region, &conn, attempts) {
-        sub.note_failure(range, why);
-        let delay = shared.cfg.backoff.delay(attempts, Duration::ZERO);
-        shared.schedule(
+        shared.resplit_later(
             sub,
             range,
-            Retry::Resplit,
-            attempts.saturating_add(1),
-            delay,
+            why,
+            attempts,
+            shared.cfg.backoff.delay(attempts, Duration::ZERO),
         );
     }
 }

@@ -153,20 +153,9 @@ pub(crate) fn detail_of(e: &PdError) -> String {
     }
 }
 
-/// Lower-case hex for keys in messages; long keys are shortened.
+/// Lower-case hex for keys in messages; keys longer than 64 bytes are shortened.
 pub(crate) fn hex_key(key: &[u8]) -> String {
-    const MAX: usize = 64;
-    let mut out = String::with_capacity(key.len().min(MAX) * 2 + 3);
-    for b in key.iter().take(MAX) {
-        out.push_str(&format!("{b:02x}"));
-    }
-    if key.len() > MAX {
-        out.push_str("...");
-    }
-    if key.is_empty() {
-        out.push_str("(empty)");
-    }
-    out
+    crate::snapshot::hex_shortened(key, 64)
 }
 
 #[cfg(test)]

@@ -159,14 +159,19 @@ pub fn decode_key(encoded: &[u8]) -> Result<Vec<u8>, CodecError> {
     Ok(raw)
 }
 
+/// Test helper shared by the model's codec tests: the bytes of a hex string written with spaces
+/// between bytes (`"6d 44 42"`), as the reference examples print them.
+#[cfg(test)]
+pub(crate) fn spaced_hex(s: &str) -> Vec<u8> {
+    hex::decode(s.replace(' ', "")).expect("test hex")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    fn h(s: &str) -> Vec<u8> {
-        hex::decode(s.replace(' ', "")).unwrap()
-    }
+    use spaced_hex as h;
 
     #[test]
     fn wire_examples() {

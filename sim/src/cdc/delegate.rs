@@ -174,11 +174,7 @@ pub(crate) fn apply_event_row(ev: &ApplyEvent) -> event::Row {
             r#type: event::LogType::Prewrite as i32,
             op_type: op_type(op) as i32,
             key: key.clone(),
-            value: if matches!(op, Op::Delete) {
-                Vec::new()
-            } else {
-                value.clone()
-            },
+            value: row_value(op, value),
             old_value: old_value.clone(),
             generation: *generation,
             txn_source: *txn_source,
@@ -220,15 +216,20 @@ pub(crate) fn apply_event_row(ev: &ApplyEvent) -> event::Row {
             r#type: event::LogType::Committed as i32,
             op_type: op_type(op) as i32,
             key: key.clone(),
-            value: if matches!(op, Op::Delete) {
-                Vec::new()
-            } else {
-                value.clone()
-            },
+            value: row_value(op, value),
             old_value: old_value.clone(),
             txn_source: *txn_source,
             ..Default::default()
         },
+    }
+}
+
+/// The value a row carries: none for a delete.
+fn row_value(op: &Op, value: &[u8]) -> Vec<u8> {
+    if matches!(op, Op::Delete) {
+        Vec::new()
+    } else {
+        value.to_vec()
     }
 }
 

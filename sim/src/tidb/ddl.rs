@@ -23,7 +23,7 @@ use std::sync::OnceLock;
 
 use serde_json::{Value, json};
 use tidal_model::ddl::{ActionType, DdlJob, HistoryInfo, JobState};
-use tidal_model::schema::{CIStr, DBInfo, IndexInfo, SchemaState, TableInfo};
+use tidal_model::schema::{CIStr, ColumnInfo, DBInfo, IndexInfo, SchemaState, TableInfo};
 use tidal_model::{Datum, meta, mysql, tablecodec};
 
 use super::spec::{self, ColumnSpec, IndexSpec, TableSpec, qualified};
@@ -62,6 +62,13 @@ enum MetaOp {
 }
 
 impl MetaOp {
+    fn put_table(db_id: i64, info: TableInfo) -> Self {
+        MetaOp::PutTable {
+            db_id,
+            info: Box::new(info),
+        }
+    }
+
     fn stamp(&mut self, ts: u64) {
         if let MetaOp::PutTable { info, .. } = self {
             info.update_timestamp = ts;
@@ -108,6 +115,15 @@ enum CatalogOp {
     DropDb(i64),
     PutTable { db_id: i64, info: Box<TableInfo> },
     DropTable(i64),
+}
+
+impl CatalogOp {
+    fn put_table(db_id: i64, info: TableInfo) -> Self {
+        CatalogOp::PutTable {
+            db_id,
+            info: Box::new(info),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -186,6 +202,31 @@ impl Plan {
             catalog: Vec::new(),
             new_table_ids: Vec::new(),
         }
+    }
+
+    /// A job on the existing table `info` of database `schema` (id, name).
+    fn for_table(
+        job_id: i64,
+        action: ActionType,
+        schema: (i64, &str),
+        info: &TableInfo,
+        query: String,
+    ) -> Self {
+        Self::new(job_id, action, schema, (info.id, &info.name.O), query)
+    }
+
+    /// Adds a step whose one meta change writes `info` into database `db_id`.
+    fn put_table_step(&mut self, state: SchemaState, db_id: i64, info: TableInfo) {
+        self.steps
+            .push(Step::new(state, vec![MetaOp::put_table(db_id, info)]));
+    }
+
+    /// Adds the last step, writing `done`, which is also the job's binlog table and the table
+    /// the catalog holds once the job is finished.
+    fn finish_with_table(&mut self, state: SchemaState, db_id: i64, done: TableInfo) {
+        self.put_table_step(state, db_id, done.clone());
+        self.binlog_table = Some(done.clone());
+        self.catalog.push(CatalogOp::put_table(db_id, done));
     }
 
     fn job(&self, state: JobState, schema_state: SchemaState, start_ts: u64) -> DdlJob {
@@ -267,6 +308,13 @@ fn diff_json(plan: &Plan, version: i64) -> Result<Vec<u8>, TidbError> {
         "regenerate_schema_map": false,
         "affected_options": affected,
     }))?)
+}
+
+/// A copy of column `column` of `info`; [`TidbError::Invalid`] if there is none.
+fn column_named(info: &TableInfo, column: &str) -> Result<ColumnInfo, TidbError> {
+    info.column_by_name(column)
+        .cloned()
+        .ok_or_else(|| TidbError::Invalid(format!("no column {column}")))
 }
 
 fn cistr(name: &str) -> Value {
@@ -590,20 +638,9 @@ impl Tidb {
                 query,
             );
             plan.raw_args = json!([info, false]);
-            plan.steps.push(Step::new(
-                SchemaState::PUBLIC,
-                vec![MetaOp::PutTable {
-                    db_id,
-                    info: Box::new(info.clone()),
-                }],
-            ));
-            plan.binlog_table = Some(info.clone());
             plan.split.push(id);
             plan.new_table_ids.push(id);
-            plan.catalog.push(CatalogOp::PutTable {
-                db_id,
-                info: Box::new(info),
-            });
+            plan.finish_with_table(SchemaState::PUBLIC, db_id, info);
             self.run_job(cat, plan)
         })
     }
@@ -656,10 +693,7 @@ impl Tidb {
                 SchemaState::PUBLIC,
                 infos
                     .iter()
-                    .map(|i| MetaOp::PutTable {
-                        db_id,
-                        info: Box::new(i.clone()),
-                    })
+                    .map(|i| MetaOp::put_table(db_id, i.clone()))
                     .collect(),
             ));
             plan.binlog_table = infos.last().cloned();
@@ -670,10 +704,7 @@ impl Tidb {
             plan.new_table_ids = infos.iter().map(|t| t.id).collect();
             plan.catalog = infos
                 .into_iter()
-                .map(|info| CatalogOp::PutTable {
-                    db_id,
-                    info: Box::new(info),
-                })
+                .map(|info| CatalogOp::put_table(db_id, info))
                 .collect();
             let split_cfg = self.inner.cfg.split_tables;
             if !split_cfg && split {
@@ -704,23 +735,17 @@ impl Tidb {
             }
             let job_id = cat.alloc_ids(1);
             let query = format!("DROP TABLE {}", qualified(&db_name, &info.name.O));
-            let mut plan = Plan::new(
+            let mut plan = Plan::for_table(
                 job_id,
                 ActionType::DROP_TABLE,
                 (db_id, &db_name),
-                (info.id, &info.name.O),
+                &info,
                 query,
             );
             let start_key = tablecodec::table_prefix(info.id);
             plan.raw_args = json!([start_key, Value::Array(Vec::new())]);
             for s in [SchemaState::WRITE_ONLY, SchemaState::DELETE_ONLY] {
-                plan.steps.push(Step::new(
-                    s,
-                    vec![MetaOp::PutTable {
-                        db_id,
-                        info: Box::new(with_state(&info, s)),
-                    }],
-                ));
+                plan.put_table_step(s, db_id, with_state(&info, s));
             }
             plan.steps.push(Step::new(
                 SchemaState::NONE,
@@ -743,11 +768,11 @@ impl Tidb {
             let job_id = cat.alloc_ids(1);
             let new_id = cat.alloc_ids(1);
             let query = format!("TRUNCATE TABLE {}", qualified(&db_name, &info.name.O));
-            let mut plan = Plan::new(
+            let mut plan = Plan::for_table(
                 job_id,
                 ActionType::TRUNCATE_TABLE,
                 (db_id, &db_name),
-                (info.id, &info.name.O),
+                &info,
                 query,
             );
             plan.raw_args = json!([new_id, Value::Null, Value::Null]);
@@ -763,10 +788,7 @@ impl Tidb {
                         db_id,
                         table_id: info.id,
                     },
-                    MetaOp::PutTable {
-                        db_id,
-                        info: Box::new(new_info.clone()),
-                    },
+                    MetaOp::put_table(db_id, new_info.clone()),
                 ],
             ));
             plan.binlog_table = Some(new_info.clone());
@@ -774,10 +796,7 @@ impl Tidb {
             plan.split.push(new_id);
             plan.new_table_ids.push(new_id);
             plan.catalog.push(CatalogOp::DropTable(info.id));
-            plan.catalog.push(CatalogOp::PutTable {
-                db_id,
-                info: Box::new(new_info),
-            });
+            plan.catalog.push(CatalogOp::put_table(db_id, new_info));
             self.run_job(cat, plan)
         })
     }
@@ -834,17 +853,11 @@ impl Tidb {
                     table_id: info.id,
                 });
             }
-            ops.push(MetaOp::PutTable {
-                db_id: new_db_id,
-                info: Box::new(new_info.clone()),
-            });
+            ops.push(MetaOp::put_table(new_db_id, new_info.clone()));
             plan.steps.push(Step::new(SchemaState::PUBLIC, ops));
             plan.binlog_table = Some(new_info.clone());
             plan.old_schema_id = db_id;
-            plan.catalog.push(CatalogOp::PutTable {
-                db_id: new_db_id,
-                info: Box::new(new_info),
-            });
+            plan.catalog.push(CatalogOp::put_table(new_db_id, new_info));
             self.run_job(cat, plan)
         })
     }
@@ -877,11 +890,11 @@ impl Tidb {
                 qualified(&db_name, &info.name.O),
                 spec::column_def_sql(col)?
             );
-            let mut plan = Plan::new(
+            let mut plan = Plan::for_table(
                 job_id,
                 ActionType::ADD_COLUMN,
                 (db_id, &db_name),
-                (info.id, &info.name.O),
+                &info,
                 query,
             );
             plan.raw_args = json!([new_col, {"Tp": 0, "RelativeColumn": null}, 0, false]);
@@ -898,27 +911,10 @@ impl Tidb {
                 SchemaState::WRITE_ONLY,
                 SchemaState::WRITE_REORGANIZATION,
             ] {
-                plan.steps.push(Step::new(
-                    s,
-                    vec![MetaOp::PutTable {
-                        db_id,
-                        info: Box::new(version_of(s)),
-                    }],
-                ));
+                plan.put_table_step(s, db_id, version_of(s));
             }
             let done = version_of(SchemaState::PUBLIC);
-            plan.steps.push(Step::new(
-                SchemaState::PUBLIC,
-                vec![MetaOp::PutTable {
-                    db_id,
-                    info: Box::new(done.clone()),
-                }],
-            ));
-            plan.binlog_table = Some(done.clone());
-            plan.catalog.push(CatalogOp::PutTable {
-                db_id,
-                info: Box::new(done),
-            });
+            plan.finish_with_table(SchemaState::PUBLIC, db_id, done);
             self.run_job(cat, plan)
         })
     }
@@ -932,10 +928,7 @@ impl Tidb {
     ) -> Result<DdlOutcome, TidbError> {
         self.with_ddl(|cat| {
             let (db_id, info, db_name) = Self::lookup(cat, db, table)?;
-            let col = info
-                .column_by_name(column)
-                .cloned()
-                .ok_or_else(|| TidbError::Invalid(format!("no column {column}")))?;
+            let col = column_named(&info, column)?;
             if col.is_pri_key()
                 || info
                     .index_info
@@ -955,11 +948,11 @@ impl Tidb {
                 qualified(&db_name, &info.name.O),
                 quote_ident(&col.name.O)
             );
-            let mut plan = Plan::new(
+            let mut plan = Plan::for_table(
                 job_id,
                 ActionType::DROP_COLUMN,
                 (db_id, &db_name),
-                (info.id, &info.name.O),
+                &info,
                 query,
             );
             plan.raw_args = json!([cistr(&col.name.O), false]);
@@ -978,29 +971,12 @@ impl Tidb {
                 SchemaState::DELETE_ONLY,
                 SchemaState::DELETE_REORGANIZATION,
             ] {
-                plan.steps.push(Step::new(
-                    s,
-                    vec![MetaOp::PutTable {
-                        db_id,
-                        info: Box::new(version_of(s)),
-                    }],
-                ));
+                plan.put_table_step(s, db_id, version_of(s));
             }
             let mut done = info.clone();
             done.cols.retain(|c| c.id != col.id);
             renumber(&mut done);
-            plan.steps.push(Step::new(
-                SchemaState::NONE,
-                vec![MetaOp::PutTable {
-                    db_id,
-                    info: Box::new(done.clone()),
-                }],
-            ));
-            plan.binlog_table = Some(done.clone());
-            plan.catalog.push(CatalogOp::PutTable {
-                db_id,
-                info: Box::new(done),
-            });
+            plan.finish_with_table(SchemaState::NONE, db_id, done);
             self.run_job(cat, plan)
         })
     }
@@ -1015,7 +991,11 @@ impl Tidb {
     ) -> Result<DdlOutcome, TidbError> {
         self.with_ddl(|cat| {
             let (db_id, info, db_name) = Self::lookup(cat, db, table)?;
-            if info.index_info.iter().any(|i| i.idx_name.L == index.name.to_lowercase()) {
+            if info
+                .index_info
+                .iter()
+                .any(|i| i.idx_name.L == index.name.to_lowercase())
+            {
                 return Err(TidbError::Exists(format!("index {}", index.name)));
             }
             let mut done = info.clone();
@@ -1035,11 +1015,23 @@ impl Tidb {
                 qualified(&db_name, &info.name.O),
                 if index.unique { "UNIQUE " } else { "" },
                 quote_ident(&index.name),
-                index.columns.iter().map(|c| quote_ident(c)).collect::<Vec<_>>().join(",")
+                index
+                    .columns
+                    .iter()
+                    .map(|c| quote_ident(c))
+                    .collect::<Vec<_>>()
+                    .join(",")
             );
-            let mut plan = Plan::new(job_id, ActionType::ADD_INDEX, (db_id, &db_name), (info.id, &info.name.O), query);
+            let mut plan = Plan::for_table(
+                job_id,
+                ActionType::ADD_INDEX,
+                (db_id, &db_name),
+                &info,
+                query,
+            );
             plan.reorg = true;
-            plan.raw_args = json!([index.unique, cistr(&index.name), [{"name": cistr(&index.columns.join(",")), "length": -1}], null, false]);
+            let index_part = json!({"name": cistr(&index.columns.join(",")), "length": -1});
+            plan.raw_args = json!([index.unique, cistr(&index.name), [index_part], null, false]);
             let version_of = |s: SchemaState| {
                 let mut t = done.clone();
                 let mut i = ix.clone();
@@ -1048,18 +1040,15 @@ impl Tidb {
                 t
             };
             for s in [SchemaState::DELETE_ONLY, SchemaState::WRITE_ONLY] {
-                plan.steps.push(Step::new(s, vec![MetaOp::PutTable { db_id, info: Box::new(version_of(s)) }]));
+                plan.put_table_step(s, db_id, version_of(s));
             }
             let reorg = SchemaState::WRITE_REORGANIZATION;
             plan.steps.push(Step {
                 state: reorg,
-                ops: vec![MetaOp::PutTable { db_id, info: Box::new(version_of(reorg)) }],
+                ops: vec![MetaOp::put_table(db_id, version_of(reorg))],
                 backfill: Some((info.clone(), ix.clone())),
             });
-            let public = version_of(SchemaState::PUBLIC);
-            plan.steps.push(Step::new(SchemaState::PUBLIC, vec![MetaOp::PutTable { db_id, info: Box::new(public.clone()) }]));
-            plan.binlog_table = Some(public.clone());
-            plan.catalog.push(CatalogOp::PutTable { db_id, info: Box::new(public) });
+            plan.finish_with_table(SchemaState::PUBLIC, db_id, version_of(SchemaState::PUBLIC));
             self.run_job(cat, plan)
         })
     }
@@ -1080,11 +1069,11 @@ impl Tidb {
                 qualified(&db_name, &info.name.O),
                 quote_ident(&ix.idx_name.O)
             );
-            let mut plan = Plan::new(
+            let mut plan = Plan::for_table(
                 job_id,
                 ActionType::DROP_INDEX,
                 (db_id, &db_name),
-                (info.id, &info.name.O),
+                &info,
                 query,
             );
             plan.raw_args = json!([cistr(&ix.idx_name.O), false]);
@@ -1102,13 +1091,7 @@ impl Tidb {
                 SchemaState::DELETE_ONLY,
                 SchemaState::DELETE_REORGANIZATION,
             ] {
-                plan.steps.push(Step::new(
-                    s,
-                    vec![MetaOp::PutTable {
-                        db_id,
-                        info: Box::new(version_of(s)),
-                    }],
-                ));
+                plan.put_table_step(s, db_id, version_of(s));
             }
             let mut done = info.clone();
             done.index_info.retain(|i| i.id != ix.id);
@@ -1121,18 +1104,7 @@ impl Tidb {
                     c.field_type.flag &= !(mysql::FLAG_UNIQUE_KEY | mysql::FLAG_MULTIPLE_KEY);
                 }
             }
-            plan.steps.push(Step::new(
-                SchemaState::NONE,
-                vec![MetaOp::PutTable {
-                    db_id,
-                    info: Box::new(done.clone()),
-                }],
-            ));
-            plan.binlog_table = Some(done.clone());
-            plan.catalog.push(CatalogOp::PutTable {
-                db_id,
-                info: Box::new(done),
-            });
+            plan.finish_with_table(SchemaState::NONE, db_id, done);
             self.run_job(cat, plan)
         })
     }
@@ -1150,10 +1122,7 @@ impl Tidb {
     ) -> Result<DdlOutcome, TidbError> {
         self.with_ddl(|cat| {
             let (db_id, info, db_name) = Self::lookup(cat, db, table)?;
-            let old = info
-                .column_by_name(column)
-                .cloned()
-                .ok_or_else(|| TidbError::Invalid(format!("no column {column}")))?;
+            let old = column_named(&info, column)?;
             if new.name.to_lowercase() != old.name.L && info.column_by_name(&new.name).is_some() {
                 return Err(TidbError::Exists(format!("column {}", new.name)));
             }
@@ -1206,27 +1175,16 @@ impl Tidb {
                     spec::column_def_sql(&def_spec)?
                 )
             };
-            let mut plan = Plan::new(
+            let mut plan = Plan::for_table(
                 job_id,
                 ActionType::MODIFY_COLUMN,
                 (db_id, &db_name),
-                (info.id, &info.name.O),
+                &info,
                 query,
             );
             plan.raw_args =
                 json!([col, cistr(&old.name.O), {"Tp": 0, "RelativeColumn": null}, 0, 0]);
-            plan.steps.push(Step::new(
-                SchemaState::PUBLIC,
-                vec![MetaOp::PutTable {
-                    db_id,
-                    info: Box::new(done.clone()),
-                }],
-            ));
-            plan.binlog_table = Some(done.clone());
-            plan.catalog.push(CatalogOp::PutTable {
-                db_id,
-                info: Box::new(done),
-            });
+            plan.finish_with_table(SchemaState::PUBLIC, db_id, done);
             self.run_job(cat, plan)
         })
     }

@@ -9,6 +9,8 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use tidal_model::duration::parse_go_std_duration;
+
 use crate::encode::canal_json::CanalJsonConfig;
 use crate::encode::csv::{BinaryEncoding, CsvConfig};
 use crate::encode::{EncoderConfig, Protocol};
@@ -153,7 +155,7 @@ impl StorageConfig {
                     })?);
                 }
                 "flush-interval" => {
-                    let d = parse_go_duration(&value).ok_or_else(|| {
+                    let d = parse_go_std_duration(value.trim()).ok_or_else(|| {
                         bad(format!(
                             "flush-interval {value:?} is not a duration like 5s or 500ms"
                         ))
@@ -271,56 +273,6 @@ fn clamp_size(n: u64) -> u64 {
     }
 }
 
-/// Parses a Go duration (`300ms`, `1.5s`, `2m30s`, `1h`); units `ns`, `us`, `µs`, `ms`, `s`, `m`,
-/// `h`. Returns `None` for anything else, negative values and overflow.
-pub fn parse_go_duration(s: &str) -> Option<Duration> {
-    let mut rest = s.trim();
-    if rest.is_empty() {
-        return None;
-    }
-    if rest == "0" {
-        return Some(Duration::ZERO);
-    }
-    let mut total_nanos: u128 = 0;
-    while !rest.is_empty() {
-        let num_len = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .unwrap_or(rest.len());
-        let (num, after) = rest.split_at(num_len);
-        if num.is_empty() || num == "." {
-            return None;
-        }
-        let unit_len = after
-            .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(after.len());
-        let (unit, next) = after.split_at(unit_len);
-        let unit_nanos: u128 = match unit {
-            "ns" => 1,
-            "us" | "µs" | "μs" => 1_000,
-            "ms" => 1_000_000,
-            "s" => 1_000_000_000,
-            "m" => 60_000_000_000,
-            "h" => 3_600_000_000_000,
-            _ => return None,
-        };
-        let (int, frac) = num.split_once('.').unwrap_or((num, ""));
-        if frac.contains('.') {
-            return None;
-        }
-        let int: u128 = if int.is_empty() { 0 } else { int.parse().ok()? };
-        let mut value = int.checked_mul(unit_nanos)?;
-        let mut scale = unit_nanos;
-        for d in frac.chars().take(18) {
-            scale /= 10;
-            value = value.checked_add(u128::from(d.to_digit(10)?) * scale)?;
-        }
-        total_nanos = total_nanos.checked_add(value)?;
-        rest = next;
-    }
-    let nanos = u64::try_from(total_nanos).ok()?;
-    Some(Duration::from_nanos(nanos))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -395,20 +347,5 @@ mod tests {
         assert!(reason("file://remote/tmp/x?protocol=csv").contains("host"));
         assert!(reason("s3://bucket/x?protocol=csv").contains("file://"));
         assert!(reason("file:///?protocol=csv").contains("root"));
-    }
-
-    #[test]
-    fn go_durations() {
-        assert_eq!(parse_go_duration("5s"), Some(Duration::from_secs(5)));
-        assert_eq!(parse_go_duration("500ms"), Some(Duration::from_millis(500)));
-        assert_eq!(parse_go_duration("1.5s"), Some(Duration::from_millis(1500)));
-        assert_eq!(parse_go_duration("1h2m3s"), Some(Duration::from_secs(3723)));
-        assert_eq!(parse_go_duration("0"), Some(Duration::ZERO));
-        assert_eq!(parse_go_duration("5"), None);
-        assert_eq!(parse_go_duration("s"), None);
-        assert_eq!(parse_go_duration("-5s"), None);
-        assert_eq!(parse_go_duration("1.2.3s"), None);
-        assert_eq!(parse_go_duration("99999999999999999999h"), None);
-        assert_eq!(parse_go_duration(""), None);
     }
 }

@@ -8,7 +8,7 @@ use sqlx::{AssertSqlSafe, MySqlPool, Row};
 use tidal_model::ddl::ActionType;
 use tidal_model::schema::TableInfo;
 use tidal_model::{Datum, DdlEvent, Handle, RowChange, RowChangeKind, Ts};
-use tidal_sinks::{SinkTxn, TableDef};
+use tidal_sinks::{Sink, SinkTxn, TableDef};
 
 /// The MariaDB URL from `TIDAL_TEST_MYSQL`. Unset: panics under CI (`CI=true`), otherwise prints
 /// a skip note and returns `None`.
@@ -48,15 +48,20 @@ pub async fn check_pool(url: &str) -> MySqlPool {
         .expect("connect to MariaDB")
 }
 
-/// A fresh database named after the test (dropped first if a previous run left it).
+/// The MariaDB URL and a checking pool, with a fresh database `db` (see [`fresh_db`]); `None`
+/// (the test is skipped) as [`mysql_url`] decides.
+pub async fn fresh_env(test: &str, db: &str) -> Option<(String, MySqlPool)> {
+    let url = mysql_url(test)?;
+    let pool = check_pool(&url).await;
+    fresh_db(&pool, db).await;
+    Some((url, pool))
+}
+
+/// A fresh database named after the test (dropped first, with its progress rows, if a previous
+/// run left it: those rows would make its DDLs look done).
 pub async fn fresh_db(pool: &MySqlPool, name: &str) {
-    exec(pool, &format!("DROP DATABASE IF EXISTS `{name}`")).await;
+    drop_db(pool, name).await;
     exec(pool, &format!("CREATE DATABASE `{name}`")).await;
-    // Progress rows of earlier runs of this test would make its DDLs look done.
-    let _ = sqlx::query("DELETE FROM tidb_cdc.ddl_ts_v1 WHERE changefeed = ?")
-        .bind(name)
-        .execute(pool)
-        .await;
 }
 
 /// Drops the test's database and its progress rows.
@@ -66,6 +71,12 @@ pub async fn drop_db(pool: &MySqlPool, name: &str) {
         .bind(name)
         .execute(pool)
         .await;
+}
+
+/// The end of a test: closes `sink` (which must succeed) and drops the test's database.
+pub async fn close_and_drop<S: Sink + ?Sized>(sink: &S, pool: &MySqlPool, db: &str) {
+    sink.close().await.expect("close the sink");
+    drop_db(pool, db).await;
 }
 
 /// Runs one statement, panicking with the SQL on failure.
