@@ -5,6 +5,7 @@
 #   scripts/services.sh start   # install if missing, start, print the addresses as KEY=VALUE lines
 #   scripts/services.sh stop    # stop what `start` started
 #   scripts/services.sh env     # print the addresses only
+#   scripts/services.sh status  # exit 0 if both services answer
 #
 # Everything lives under $TIDAL_SVC_DIR (default: $TMPDIR/tidal-services). Ports can be moved with
 # TIDAL_ETCD_PORT, TIDAL_ETCD_PEER_PORT and TIDAL_MYSQL_PORT.
@@ -118,8 +119,11 @@ case "${1:-start}" in
     stop_pidfile "$SVC_DIR/mariadbd.launch.pid"
     ;;
   env) print_env ;;
+  status)
+    etcd_ctl endpoint health >/dev/null 2>&1 && maria_admin ping >/dev/null 2>&1
+    ;;
   *)
-    echo "usage: $0 start|stop|install|env" >&2
+    echo "usage: $0 start|stop|install|env|status" >&2
     exit 2
     ;;
 esac

@@ -5,10 +5,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# Services that were already running (a developer's, or another run's) are used and left alone;
+# only what this run starts is stopped at the end.
 started_services=0
 if [ -z "${TIDAL_TEST_ETCD:-}" ] || [ -z "${TIDAL_TEST_MYSQL:-}" ]; then
+  bash scripts/services.sh status || started_services=1
   env_lines=$(bash scripts/services.sh start)
-  started_services=1
   while IFS= read -r line; do
     case "$line" in
       TIDAL_TEST_*=*) export "${line?}" ;;

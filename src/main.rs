@@ -19,11 +19,11 @@ enum Command {
     /// Run the embedded TiKV+PD cluster with a workload, a changefeed and live progress.
     Demo,
     /// Run a long-lived Tidal node: control plane, HTTP API and dataflow workers.
-    Server,
+    Server(Box<commands::server::ServerArgs>),
     /// Run the embedded TiKV+PD cluster standalone, with workloads and fault injection.
     Sim(Box<commands::sim::SimArgs>),
     /// Talk to a Tidal server's HTTP API (changefeeds, TSO), like `cdc cli`.
-    Cli,
+    Cli(Box<commands::cli::CliArgs>),
     /// Run a reproducible end-to-end benchmark and print its figures.
     Bench,
     /// Compare an upstream snapshot with a downstream, table by table.
@@ -34,9 +34,9 @@ impl Command {
     fn name(&self) -> &'static str {
         match self {
             Command::Demo => "demo",
-            Command::Server => "server",
+            Command::Server(_) => "server",
             Command::Sim(_) => "sim",
-            Command::Cli => "cli",
+            Command::Cli(_) => "cli",
             Command::Bench => "bench",
             Command::Verify(_) => "verify",
         }
@@ -53,7 +53,9 @@ fn main() -> ExitCode {
         .init();
     let cli = Cli::parse();
     match cli.command {
+        Command::Server(args) => commands::server::run(*args),
         Command::Sim(args) => commands::sim::run(*args),
+        Command::Cli(args) => commands::cli::run(*args),
         Command::Verify(args) => commands::verify::run(*args),
         other => {
             eprintln!("tidal {}: not implemented yet", other.name());

@@ -31,7 +31,7 @@ fn unknown_subcommand_is_a_usage_error() {
 /// mistakes them for success. Remove a name from this list when its subcommand is built.
 #[test]
 fn unbuilt_subcommands_say_so_and_fail() {
-    for sub in ["demo", "server", "cli", "bench"] {
+    for sub in ["demo", "bench"] {
         let out = tidal().arg(sub).output().unwrap();
         assert!(!out.status.success(), "`tidal {sub}` exited 0");
         let err = String::from_utf8(out.stderr).unwrap();
@@ -255,4 +255,32 @@ fn verify_rejects_bad_arguments() {
             "{args:?} printed the password: {err}"
         );
     }
+}
+
+#[test]
+fn server_rejects_a_bad_config_before_starting() {
+    let out = tidal()
+        .args(["server", "--addr", "not-an-address", "--pd", "127.0.0.1:1"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(err.contains("--addr") && err.contains("not-an-address"), "{err}");
+}
+
+#[test]
+fn server_config_file_rejects_unknown_keys() {
+    let dir = std::env::temp_dir().join(format!("tidal-cli-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("server.toml");
+    std::fs::write(&file, "pd = \"127.0.0.1:2379\"\nno-such-key = 1\n").unwrap();
+    let out = tidal()
+        .args(["server", "--config"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    std::fs::remove_dir_all(&dir).ok();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(err.contains("no-such-key"), "{err}");
 }

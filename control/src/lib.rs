@@ -3,7 +3,9 @@
 #![deny(missing_docs)]
 
 pub mod api;
+pub mod coordinator;
 pub mod gc;
 pub mod meta;
 pub mod metrics;
+pub mod server;
 pub mod service;

@@ -1,4 +1,6 @@
 //! The subcommands that are built, one module each, so that `main.rs` stays a thin dispatcher.
 
+pub mod cli;
+pub mod server;
 pub mod sim;
 pub mod verify;

@@ -1,0 +1,838 @@
+//! The coordinator: the one component that turns the *desired* state persisted in the metadata
+//! store into running dataflows, and their progress back into persisted checkpoints.
+//!
+//! The HTTP API and the [`ChangefeedService`] only write intentions (create, pause, resume,
+//! remove); nothing there starts a dataflow. The coordinator watches the changefeed keys and
+//! reconciles, so a restart of the process — or a change of owner in a cluster — needs no
+//! special path: the new coordinator reads the same keys and does the same thing.
+//!
+//! Ownership: with an etcd store several processes run a coordinator and elect one with a
+//! lease-bound owner key (see `election`); with the embedded store the single process owns.
+//! A coordinator that loses its lease stops every dataflow it runs.
+//!
+//! The state machine (ticdc.md §2.3–2.8), for each changefeed:
+//!
+//! * `normal` (created, resumed, or found at startup) and not running here: **bump the epoch
+//!   first** (candidate from PD's TSO, `max(candidate, current + 1)`, compare-and-swap), then open
+//!   the sink and start the dataflow from the persisted checkpoint, in safe mode up to it (rows at
+//!   or below it may already be downstream). The epoch is bumped on *every* start — creation,
+//!   resume, restart after an error, takeover after a process restart — so anything an earlier
+//!   owner still says is dropped by the store (ticdc.md §4).
+//! * running: every `checkpoint_interval` the dataflow's checkpoint is persisted with a write
+//!   fenced by `epoch == mine`, only when it advanced and only while every worker's span-set
+//!   checksum is MATCH (`checkpoint_persistable`); a regression is never written. A refused
+//!   write means a newer owner exists: the run is stopped.
+//! * `stopped` (pause): the durable checkpoint is saved one last time, then the dataflow stops.
+//! * removed (keys deleted, or progress `Removing`): stop; the keys are deleted if still there.
+//! * target ts reached: the final checkpoint is saved, state `finished`, stop.
+//! * the dataflow or the sink fails: a permanent error (the downstream rejects the data, a row
+//!   cannot be decoded, GC collected the data) → `failed`; anything else → `warning` and a
+//!   restart after an exponential backoff, under a new epoch. Once a restarted run persists a
+//!   new checkpoint the changefeed is back to `normal`.
+//!   State changes made by the coordinator are fenced twice: by the epoch, and by the state they
+//!   start from, so a user's pause is never overwritten by a late error.
+//! * every `gc_tick` the PD service GC safe point is moved to `min(checkpoint) − 1`
+//!   ([`ChangefeedService::gc_tick`]); changefeeds GC made unrecoverable become `failed`.
+//!
+//! The running changefeeds are published through a [`Registry`], which is the service's
+//! [`crate::service::WatermarkSource`]: `/status`, `/synced`, `/diagnosis` and the metrics read
+//! the live watermarks from it.
+
+mod election;
+pub mod failure;
+mod registry;
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use parking_lot::Mutex;
+use tidal_dataflow::{ChangefeedHandle, ChangefeedSpec, RunConfig, start_changefeed};
+use tidal_ingest::pd::PdClient;
+use tidal_ingest::schema::TableFilter;
+use tidal_model::Ts;
+use tidal_sinks::Sink;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+pub use failure::{Backoff, Failure, RUNNING_STATES, transition_fenced};
+pub use registry::{DIAGNOSIS_SPANS, Registry};
+
+use crate::meta::{
+    BumpOptions, ChangefeedRef, FeedState, KeyLayout, MetaError, MetaStore, ParsedKey, Progress,
+    WatchStream, bump_epoch, delete_changefeed, load_changefeed, update_checkpoint_fenced,
+};
+use crate::metrics::{ChecksumState as MetricsChecksum, Metrics};
+use crate::service::{ChangefeedService, ErrorCode};
+use election::Election;
+use registry::RunningFeed;
+
+/// Settings of a [`Coordinator`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CoordinatorConfig {
+    /// Timely worker threads per changefeed dataflow.
+    pub workers: usize,
+    /// How often checkpoints are persisted and dataflows checked (TiCDC: 100–200 ms).
+    pub checkpoint_interval: Duration,
+    /// Full re-read of every changefeed even without watch events (a safety net for a broken
+    /// watch).
+    pub resync_interval: Duration,
+    /// How often the PD service GC safe point is updated (TiCDC: 1 min).
+    pub gc_tick: Duration,
+    /// First delay before restarting a changefeed in `warning`.
+    pub backoff_initial: Duration,
+    /// Longest delay between restarts.
+    pub backoff_max: Duration,
+    /// Campaign for ownership with a lease (clusters sharing one etcd); `false`: this process
+    /// owns unconditionally (the embedded store has a single process).
+    pub election: bool,
+    /// TTL of the owner lease (TiCDC's capture session TTL: 10 s).
+    pub session_ttl: Duration,
+    /// This node's capture id (the owner key's value).
+    pub capture_id: String,
+    /// This node's advertised address (recorded on the errors it persists).
+    pub advertise_addr: String,
+    /// Longest time opening a sink or starting a dataflow may take before it counts as a
+    /// (retryable) failure.
+    pub start_timeout: Duration,
+}
+
+impl Default for CoordinatorConfig {
+    fn default() -> Self {
+        CoordinatorConfig {
+            workers: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            checkpoint_interval: Duration::from_millis(200),
+            resync_interval: Duration::from_secs(1),
+            gc_tick: Duration::from_secs(60),
+            backoff_initial: Duration::from_secs(5),
+            backoff_max: Duration::from_secs(300),
+            election: false,
+            session_ttl: Duration::from_secs(10),
+            capture_id: String::new(),
+            advertise_addr: String::new(),
+            start_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+/// The running coordinator: a background task plus the registry it publishes.
+#[derive(Debug)]
+pub struct Coordinator {
+    registry: Arc<Registry>,
+    shutdown: watch::Sender<bool>,
+    task: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Coordinator {
+    /// Starts the coordinator over `service`'s store (its changefeeds' dataflows talk to `pd`)
+    /// and plugs its [`Registry`] into the service as the watermark source. Must be called
+    /// inside a Tokio runtime.
+    pub fn start(
+        service: Arc<ChangefeedService>,
+        pd: Arc<PdClient>,
+        cfg: CoordinatorConfig,
+    ) -> Coordinator {
+        Coordinator::start_with_metrics(service, pd, cfg, None)
+    }
+
+    /// Like [`Coordinator::start`], also publishing the running dataflows' sink throughput,
+    /// span lags and span-set checksum states into `metrics`.
+    pub fn start_with_metrics(
+        service: Arc<ChangefeedService>,
+        pd: Arc<PdClient>,
+        cfg: CoordinatorConfig,
+        metrics: Option<Metrics>,
+    ) -> Coordinator {
+        let registry = Arc::new(Registry::new(&cfg.capture_id));
+        service.set_watermark_source(Arc::clone(&registry) as _);
+        let (tx, rx) = watch::channel(false);
+        let election = cfg.election.then(|| {
+            let value = serde_json::json!({
+                "id": cfg.capture_id,
+                "address": cfg.advertise_addr,
+                "version": env!("CARGO_PKG_VERSION"),
+            })
+            .to_string();
+            Election::new(
+                Arc::clone(service.store()),
+                service.keys().clone(),
+                cfg.session_ttl,
+                value,
+            )
+        });
+        let runner = Runner {
+            service,
+            pd,
+            cfg,
+            registry: Arc::clone(&registry),
+            election,
+            owner: false,
+            metrics,
+            last_span_metrics: Instant::now(),
+        };
+        let task = tokio::spawn(runner.run(rx));
+        Coordinator {
+            registry,
+            shutdown: tx,
+            task: Mutex::new(Some(task)),
+        }
+    }
+
+    /// The registry of running changefeeds (also installed as the service's watermark source).
+    pub fn registry(&self) -> &Arc<Registry> {
+        &self.registry
+    }
+
+    /// Whether this coordinator currently owns the changefeeds.
+    pub fn is_owner(&self) -> bool {
+        self.registry.is_owner()
+    }
+
+    /// Stops gracefully: persists each running changefeed's last durable checkpoint (while
+    /// still owner), stops the dataflows, closes the sinks and revokes the owner lease.
+    /// Idempotent.
+    pub async fn shutdown(&self) {
+        let _ = self.shutdown.send(true);
+        let task = self.task.lock().take();
+        if let Some(task) = task
+            && let Err(e) = task.await
+        {
+            tracing::error!(error = %e, "coordinator task failed");
+        }
+    }
+}
+
+impl Drop for Coordinator {
+    fn drop(&mut self) {
+        // Without an explicit shutdown the task still stops its dataflows on its own.
+        let _ = self.shutdown.send(true);
+    }
+}
+
+/// Outcome of one checkpoint persistence attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Persist {
+    /// Written.
+    Saved,
+    /// Nothing new to write (or the checksum gate is closed).
+    Unchanged,
+    /// Refused: the stored epoch is not ours.
+    Stale,
+    /// The changefeed's keys are gone.
+    Gone,
+    /// The store failed; retried next tick.
+    Failed,
+}
+
+struct Runner {
+    service: Arc<ChangefeedService>,
+    pd: Arc<PdClient>,
+    cfg: CoordinatorConfig,
+    registry: Arc<Registry>,
+    election: Option<Election>,
+    owner: bool,
+    metrics: Option<Metrics>,
+    last_span_metrics: Instant,
+}
+
+async fn next_event(
+    watch: &mut Option<WatchStream>,
+) -> Option<Result<crate::meta::WatchEvent, MetaError>> {
+    match watch.as_mut() {
+        Some(w) => w.next().await,
+        None => std::future::pending().await,
+    }
+}
+
+impl Runner {
+    fn store(&self) -> &dyn MetaStore {
+        self.service.store().as_ref()
+    }
+
+    fn keys(&self) -> &KeyLayout {
+        self.service.keys()
+    }
+
+    async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
+        let mut tick =
+            tokio::time::interval(self.cfg.checkpoint_interval.max(Duration::from_millis(10)));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut watch: Option<WatchStream> = None;
+        let mut dirty = true;
+        let mut last_reconcile: Option<Instant> = None;
+        let mut last_gc = Instant::now();
+        loop {
+            if *shutdown.borrow() {
+                break;
+            }
+            tokio::select! {
+                changed = shutdown.changed() => {
+                    if changed.is_err() || *shutdown.borrow() {
+                        break;
+                    }
+                }
+                _ = tick.tick() => {}
+                ev = next_event(&mut watch) => match ev {
+                    Some(Ok(ev)) => {
+                        let key = ev.kv.key_str();
+                        if matches!(self.keys().parse(&key), Some(ParsedKey::ChangefeedInfo(_))) {
+                            dirty = true;
+                        } else {
+                            continue;
+                        }
+                    }
+                    Some(Err(e)) => {
+                        tracing::warn!(error = %e, "metadata watch failed; re-opening");
+                        watch = None;
+                    }
+                    None => watch = None,
+                },
+            }
+
+            let owner = match &mut self.election {
+                Some(e) => e.step().await,
+                None => true,
+            };
+            if owner != self.owner {
+                self.owner = owner;
+                self.registry.set_owner(owner);
+                if owner {
+                    tracing::info!(capture = %self.cfg.capture_id, "this node is the coordinator");
+                    dirty = true;
+                } else {
+                    tracing::warn!("ownership lost: stopping every changefeed run here");
+                    self.stop_all(false).await;
+                }
+            }
+            if !owner {
+                continue;
+            }
+            if watch.is_none() {
+                let prefix = format!("{}/", self.keys().cluster_prefix());
+                match self.store().watch_prefix(prefix.as_bytes(), 0).await {
+                    Ok(w) => watch = Some(w),
+                    Err(e) => tracing::warn!(error = %e, "cannot watch the changefeed keys"),
+                }
+                dirty = true;
+            }
+            if self.progress().await {
+                dirty = true;
+            }
+            let resync_due = last_reconcile.is_none_or(|t| t.elapsed() >= self.cfg.resync_interval);
+            if dirty || resync_due {
+                match self.reconcile().await {
+                    Ok(()) => {
+                        dirty = false;
+                        last_reconcile = Some(Instant::now());
+                    }
+                    Err(e) => tracing::warn!(error = %e, "reconciling changefeeds failed"),
+                }
+            }
+            if last_gc.elapsed() >= self.cfg.gc_tick {
+                last_gc = Instant::now();
+                match self.service.gc_tick().await {
+                    Ok(report) => {
+                        if !report.failures.is_empty() {
+                            dirty = true;
+                        }
+                    }
+                    Err(e) => tracing::warn!(error = %e, "GC tick failed"),
+                }
+            }
+        }
+        let owner = self.owner;
+        self.stop_all(owner).await;
+        if let Some(e) = &mut self.election {
+            e.resign().await;
+        }
+        self.registry.set_owner(false);
+        tracing::info!("coordinator stopped");
+    }
+
+    /// Checks every running dataflow: errors, completion, checkpoint persistence. Returns true
+    /// if a changefeed changed state (a reconcile should follow).
+    async fn progress(&mut self) -> bool {
+        let mut changed = false;
+        self.publish_metrics();
+        for feed in self.registry.all_running() {
+            let cf = feed.cf.clone();
+            if let Some(err) = feed.handle.error() {
+                let failure = Failure::from_dataflow(&err);
+                self.stop_feed(&cf).await;
+                self.record_failure(&cf, feed.epoch, failure).await;
+                changed = true;
+                continue;
+            }
+            if feed.target_ts > 0 && feed.handle.is_finished() {
+                self.persist(&feed).await;
+                match transition_fenced(
+                    self.store(),
+                    self.keys(),
+                    &cf,
+                    feed.epoch,
+                    RUNNING_STATES,
+                    FeedState::Finished,
+                    Some(None),
+                )
+                .await
+                {
+                    Ok(true) => {
+                        tracing::info!(changefeed = %cf, target_ts = feed.target_ts, "changefeed finished")
+                    }
+                    Ok(false) => {}
+                    Err(e) => {
+                        tracing::warn!(changefeed = %cf, error = %e, "cannot mark the changefeed finished")
+                    }
+                }
+                self.stop_feed(&cf).await;
+                self.registry.with_slot(&cf, |s| s.backoff = None);
+                changed = true;
+                continue;
+            }
+            match self.persist(&feed).await {
+                Persist::Stale | Persist::Gone => {
+                    self.stop_feed(&cf).await;
+                    changed = true;
+                }
+                Persist::Saved => {
+                    let recovering = self.registry.with_slot(&cf, |s| s.backoff.is_some());
+                    if recovering {
+                        match transition_fenced(
+                            self.store(),
+                            self.keys(),
+                            &cf,
+                            feed.epoch,
+                            &[FeedState::Warning, FeedState::Pending],
+                            FeedState::Normal,
+                            Some(None),
+                        )
+                        .await
+                        {
+                            Ok(_) => {
+                                tracing::info!(changefeed = %cf, "changefeed recovered from warning");
+                                self.registry.with_slot(&cf, |s| s.backoff = None);
+                            }
+                            Err(e) => {
+                                tracing::warn!(changefeed = %cf, error = %e, "cannot clear the warning")
+                            }
+                        }
+                    }
+                }
+                Persist::Unchanged | Persist::Failed => {}
+            }
+        }
+        changed
+    }
+
+    /// Publishes the running dataflows' counters, checksum states and (at most once a second)
+    /// per-span lags.
+    fn publish_metrics(&mut self) {
+        let Some(m) = &self.metrics else {
+            return;
+        };
+        let spans_due = self.last_span_metrics.elapsed() >= Duration::from_secs(1);
+        if spans_due {
+            self.last_span_metrics = Instant::now();
+        }
+        let now_ms = crate::service::unix_ms_now();
+        for feed in self.registry.all_running() {
+            let (ks, id) = (feed.cf.keyspace.as_str(), feed.cf.id.as_str());
+            let stats = feed.handle.stats();
+            let rows = stats.rows_flushed.saturating_sub(
+                feed.published_rows
+                    .swap(stats.rows_flushed, Ordering::AcqRel),
+            );
+            let bytes = stats.bytes_flushed.saturating_sub(
+                feed.published_bytes
+                    .swap(stats.bytes_flushed, Ordering::AcqRel),
+            );
+            if rows > 0 || bytes > 0 {
+                m.sink_write_bytes_total
+                    .with_label_values(&[ks, id, feed.sink.kind()])
+                    .inc_by(bytes);
+                m.sink_dml_event_count
+                    .with_label_values(&[ks, id])
+                    .inc_by(rows);
+            }
+            for (worker, state) in feed.handle.checksum_states() {
+                let state = match state {
+                    tidal_dataflow::ChecksumState::Uninitialized => MetricsChecksum::Uninitialized,
+                    tidal_dataflow::ChecksumState::Mismatch => MetricsChecksum::Mismatch,
+                    tidal_dataflow::ChecksumState::Match => MetricsChecksum::Match,
+                };
+                m.set_checksum_state(id, worker, state);
+            }
+            if spans_due {
+                let lag = |ts: Ts| (now_ms as f64 - ts.physical_ms() as f64) / 1000.0;
+                let checkpoint = feed.handle.checkpoint_ts();
+                for span in feed.handle.spans() {
+                    m.observe_span_lags(ks, id, lag(span.resolved_ts), lag(checkpoint));
+                }
+            }
+        }
+    }
+
+    /// Persists the run's checkpoint if it advanced and the checksum gate is open.
+    async fn persist(&self, feed: &RunningFeed) -> Persist {
+        let mut ckpt = feed.handle.checkpoint_ts().0;
+        if feed.target_ts > 0 {
+            ckpt = ckpt.min(feed.target_ts);
+        }
+        let last = feed.last_saved.load(Ordering::Acquire);
+        if ckpt <= last || !feed.handle.checkpoint_persistable() {
+            return Persist::Unchanged;
+        }
+        match update_checkpoint_fenced(self.store(), self.keys(), &feed.cf, feed.epoch, ckpt).await
+        {
+            Ok(true) => {
+                feed.last_saved.fetch_max(ckpt, Ordering::AcqRel);
+                Persist::Saved
+            }
+            Ok(false) => {
+                tracing::warn!(changefeed = %feed.cf, epoch = feed.epoch, "checkpoint refused: a newer owner exists; stopping this run");
+                Persist::Stale
+            }
+            Err(MetaError::NotFound { .. }) => Persist::Gone,
+            Err(e) => {
+                tracing::warn!(changefeed = %feed.cf, error = %e, "cannot persist the checkpoint");
+                Persist::Failed
+            }
+        }
+    }
+
+    /// Persists (fenced) the failure as `failed` or `warning` and arms the backoff.
+    async fn record_failure(&self, cf: &ChangefeedRef, epoch: u64, failure: Failure) {
+        let to = if failure.permanent {
+            FeedState::Failed
+        } else {
+            FeedState::Warning
+        };
+        tracing::warn!(
+            changefeed = %cf,
+            epoch,
+            code = %failure.code,
+            error = %failure.message,
+            state = %to,
+            "changefeed failed"
+        );
+        let err = failure.to_running_error(&self.cfg.advertise_addr);
+        if let Err(e) = transition_fenced(
+            self.store(),
+            self.keys(),
+            cf,
+            epoch,
+            RUNNING_STATES,
+            to,
+            Some(Some(err)),
+        )
+        .await
+        {
+            tracing::warn!(changefeed = %cf, error = %e, "cannot persist the changefeed failure");
+        }
+        let now = Instant::now();
+        let (initial, max) = (self.cfg.backoff_initial, self.cfg.backoff_max);
+        self.registry.with_slot(cf, |s| {
+            if failure.permanent {
+                s.backoff = None;
+            } else {
+                match &mut s.backoff {
+                    Some(b) => b.fail_again(now),
+                    None => s.backoff = Some(Backoff::first(initial, max, now)),
+                }
+                s.backoff_epoch = epoch;
+            }
+            s.last_failure = Some(failure);
+        });
+    }
+
+    /// Brings the running set in line with the persisted changefeeds.
+    async fn reconcile(&mut self) -> Result<(), crate::service::ServiceError> {
+        let views = self.service.list_all().await?;
+        let mut seen = BTreeSet::new();
+        let now = Instant::now();
+        for v in views {
+            let cf = v.changefeed.clone();
+            seen.insert(cf.clone());
+            let state = v.info.state;
+            let running = self.registry.running_feed(&cf);
+            if v.status.progress == Progress::REMOVING {
+                if running.is_some() {
+                    self.stop_feed(&cf).await;
+                }
+                if let Err(e) = delete_changefeed(self.store(), self.keys(), &cf).await {
+                    tracing::warn!(changefeed = %cf, error = %e, "cannot finish removing");
+                }
+                self.registry.forget(&cf);
+                continue;
+            }
+            let wants_run = RUNNING_STATES.contains(&state);
+            match running {
+                Some(feed) if wants_run && feed.epoch == v.info.epoch => {}
+                Some(feed) if wants_run => {
+                    tracing::warn!(
+                        changefeed = %cf,
+                        my_epoch = feed.epoch,
+                        current_epoch = v.info.epoch,
+                        "the epoch changed under a running changefeed; restarting it"
+                    );
+                    drop(feed);
+                    self.stop_feed(&cf).await;
+                    if self.start_due(&cf, state, v.info.epoch, now) {
+                        self.start_feed(&cf).await;
+                    }
+                }
+                Some(feed) => {
+                    if feed.epoch == v.info.epoch {
+                        self.persist(&feed).await;
+                    }
+                    tracing::info!(changefeed = %cf, state = %state, "stopping the changefeed");
+                    drop(feed);
+                    self.stop_feed(&cf).await;
+                }
+                None if wants_run && self.start_due(&cf, state, v.info.epoch, now) => {
+                    self.start_feed(&cf).await;
+                }
+                None => {}
+            }
+        }
+        for cf in self.registry.known() {
+            if !seen.contains(&cf)
+                && let Some(feed) = self.registry.forget(&cf)
+            {
+                tracing::info!(changefeed = %cf, "changefeed removed; stopping it");
+                drop_feed(feed).await;
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether a changefeed that should run but does not may start now: always in `normal`
+    /// unless it is this coordinator's own failed run waiting out its backoff; in `warning`
+    /// when the backoff expired.
+    fn start_due(&self, cf: &ChangefeedRef, state: FeedState, epoch: u64, now: Instant) -> bool {
+        self.registry.with_slot(cf, |s| match &s.backoff {
+            None => true,
+            Some(b) => {
+                if state == FeedState::Normal && s.backoff_epoch != epoch {
+                    // Someone else (a resume) restarted it: a fresh start.
+                    s.backoff = None;
+                    true
+                } else {
+                    b.due(now)
+                }
+            }
+        })
+    }
+
+    /// Bumps the epoch, then opens the sink and starts the dataflow from the checkpoint.
+    async fn start_feed(&mut self, cf: &ChangefeedRef) {
+        self.registry.with_slot(cf, |s| s.starts += 1);
+        let candidate = match self.service.tso().await {
+            Ok(ts) => ts,
+            Err(e) => {
+                tracing::warn!(changefeed = %cf, error = %e, "no TSO for a new epoch; will retry");
+                return;
+            }
+        };
+        let epoch = match bump_epoch(
+            self.store(),
+            self.keys(),
+            cf,
+            candidate,
+            BumpOptions::default(),
+        )
+        .await
+        {
+            Ok(e) => e,
+            Err(e) => {
+                tracing::warn!(changefeed = %cf, error = %e, "cannot bump the epoch; will retry");
+                return;
+            }
+        };
+        let loaded = match load_changefeed(self.store(), self.keys(), cf).await {
+            Ok(Some(l)) => l,
+            Ok(None) => return,
+            Err(e) => {
+                tracing::warn!(changefeed = %cf, error = %e, "cannot read the changefeed");
+                return;
+            }
+        };
+        let info = loaded.info;
+        let progress = loaded.status.as_ref().map(|s| s.progress);
+        if info.epoch != epoch
+            || !RUNNING_STATES.contains(&info.state)
+            || progress == Some(Progress::REMOVING)
+        {
+            tracing::info!(changefeed = %cf, "changefeed changed while starting; not starting");
+            return;
+        }
+        let checkpoint = loaded
+            .status
+            .as_ref()
+            .map_or(info.start_ts, |s| s.checkpoint_ts);
+        if info.target_ts > 0 && checkpoint >= info.target_ts {
+            if let Err(e) = transition_fenced(
+                self.store(),
+                self.keys(),
+                cf,
+                epoch,
+                RUNNING_STATES,
+                FeedState::Finished,
+                Some(None),
+            )
+            .await
+            {
+                tracing::warn!(changefeed = %cf, error = %e, "cannot mark the changefeed finished");
+            }
+            return;
+        }
+        let timeout = self.cfg.start_timeout;
+        let sink = match tokio::time::timeout(
+            timeout,
+            tidal_sinks::open::open_sink(&info.sink_uri, &cf.id),
+        )
+        .await
+        {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => {
+                self.record_failure(cf, epoch, Failure::from_sink_open(&e))
+                    .await;
+                return;
+            }
+            Err(_) => {
+                let f = Failure::retryable(
+                    failure::CODE_SINK_FAILED,
+                    format!("opening the sink timed out after {timeout:?}"),
+                );
+                self.record_failure(cf, epoch, f).await;
+                return;
+            }
+        };
+        let rules = info.config.filter_rules();
+        let filter = match TableFilter::with_case_sensitivity(
+            &rules,
+            info.config.case_sensitive.unwrap_or(false),
+        ) {
+            Ok(f) => f,
+            Err(e) => {
+                close_sink(sink).await;
+                let f = Failure::permanent(
+                    ErrorCode::InvalidReplicaConfig.as_str(),
+                    format!("invalid filter rules: {e}"),
+                );
+                self.record_failure(cf, epoch, f).await;
+                return;
+            }
+        };
+        let mut spec = ChangefeedSpec::new(
+            cf.id.clone(),
+            Arc::clone(&self.pd),
+            Ts(checkpoint),
+            Arc::clone(&sink),
+        );
+        spec.target_ts = (info.target_ts > 0).then_some(Ts(info.target_ts));
+        spec.filter = filter;
+        spec.safe_mode_until = Ts(checkpoint);
+        if let Some(q) = info.config.memory_quota {
+            spec.feed.memory_quota = usize::try_from(q).unwrap_or(usize::MAX);
+        }
+        let run = RunConfig::process(self.cfg.workers);
+        // The start runs in its own task: if it takes too long we stop waiting, but a handle it
+        // produces later is still stopped properly (dropping the future could leak workers).
+        let mut start = tokio::spawn(start_changefeed(spec, run));
+        let handle = match tokio::time::timeout(timeout, &mut start).await {
+            Ok(Ok(Ok(h))) => h,
+            Ok(Ok(Err(e))) => {
+                close_sink(sink).await;
+                self.record_failure(cf, epoch, Failure::from_dataflow(&e))
+                    .await;
+                return;
+            }
+            Ok(Err(join)) => {
+                close_sink(sink).await;
+                let f = Failure::retryable(
+                    failure::CODE_PROCESSOR,
+                    format!("starting the dataflow panicked: {join}"),
+                );
+                self.record_failure(cf, epoch, f).await;
+                return;
+            }
+            Err(_) => {
+                tokio::spawn(async move {
+                    if let Ok(Ok(h)) = start.await {
+                        stop_handle(h).await;
+                    }
+                });
+                close_sink(sink).await;
+                let f = Failure::retryable(
+                    failure::CODE_PROCESSOR,
+                    format!("starting the dataflow timed out after {timeout:?}"),
+                );
+                self.record_failure(cf, epoch, f).await;
+                return;
+            }
+        };
+        tracing::info!(changefeed = %cf, epoch, checkpoint, target_ts = info.target_ts, "changefeed running");
+        let feed = Arc::new(RunningFeed {
+            cf: cf.clone(),
+            epoch,
+            handle,
+            sink,
+            started: Instant::now(),
+            start_checkpoint: checkpoint,
+            target_ts: info.target_ts,
+            last_saved: AtomicU64::new(checkpoint),
+            published_rows: AtomicU64::new(0),
+            published_bytes: AtomicU64::new(0),
+        });
+        let old = self.registry.with_slot(cf, |s| s.running.replace(feed));
+        if let Some(old) = old {
+            drop_feed(old).await;
+        }
+    }
+
+    async fn stop_feed(&self, cf: &ChangefeedRef) {
+        if let Some(feed) = self.registry.take_running(cf) {
+            drop_feed(feed).await;
+        }
+    }
+
+    /// Stops every run; with `persist`, saves each one's durable checkpoint first.
+    async fn stop_all(&self, persist: bool) {
+        for feed in self.registry.all_running() {
+            if persist {
+                self.persist(&feed).await;
+            }
+            self.stop_feed(&feed.cf).await;
+        }
+    }
+}
+
+/// Stops a handle off the async threads (joining timely workers blocks).
+async fn stop_handle(h: ChangefeedHandle) {
+    if let Err(e) = tokio::task::spawn_blocking(move || h.stop()).await {
+        tracing::error!(error = %e, "stopping a dataflow failed");
+    }
+}
+
+async fn close_sink(sink: Arc<dyn Sink>) {
+    match tokio::time::timeout(Duration::from_secs(10), sink.close()).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::warn!(error = %e, "closing the sink failed"),
+        Err(_) => tracing::warn!("closing the sink timed out"),
+    }
+}
+
+/// Stops a run's dataflow and closes its sink.
+async fn drop_feed(feed: Arc<RunningFeed>) {
+    let cf = feed.cf.clone();
+    let sink = Arc::clone(&feed.sink);
+    // The last reference drops the handle, which joins the workers: do it on a blocking thread.
+    if let Err(e) = tokio::task::spawn_blocking(move || drop(feed)).await {
+        tracing::error!(changefeed = %cf, error = %e, "stopping a dataflow failed");
+    }
+    close_sink(sink).await;
+    tracing::info!(changefeed = %cf, "changefeed run stopped");
+}
