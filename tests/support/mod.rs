@@ -14,7 +14,9 @@ pub fn external_service(var: &str) -> Option<String> {
             panic!("{var} is not set: CI must start the services (scripts/services.sh start)")
         }
         _ => {
-            eprintln!("skipping: {var} is not set (run scripts/test.sh, or scripts/services.sh start)");
+            eprintln!(
+                "skipping: {var} is not set (run scripts/test.sh, or scripts/services.sh start)"
+            );
             None
         }
     }
