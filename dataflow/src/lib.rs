@@ -1,4 +1,64 @@
 //! Changefeeds as timely dataflows: sources fed by region feeds, per-span ordering, the DDL
 //! barrier, the sink driver, and the frontier-native watermarks (resolved-ts, checkpoint-ts,
 //! LastSyncedTs).
+//!
+//! # The frontier design
+//!
+//! The timely timestamp is the TiDB TSO (`u64`). Nothing in the dataflow mints a capability
+//! per commit ts: every source holds one capability and moves it only when resolved timestamps
+//! move, and every row carries its exact `commit_ts` as data. The invariant that makes the
+//! frontiers mean something is simple:
+//!
+//! > **a row committed at `c` is only ever sent, or held, at a timely time `<= c`.**
+//!
+//! Then the frontier `F` of any stream says "every row committed below `F` has passed here",
+//! and the watermarks are just probes:
+//!
+//! - **resolved-ts** = frontier after the sources − 1 ([`source`]): a source holds its
+//!   capability at `min(released ts of its spans, DDL frontier − 1) + 1`;
+//! - **checkpoint-ts** = frontier after the sink drivers and the DDL executor − 1
+//!   ([`driver`], [`executor`]): a driver keeps a capability per batch until the sink reports
+//!   it durable, and the executor keeps one per DDL until the DDL ran;
+//! - **LastSyncedTs** = running max of the flushed stream's commit ts (and DDL run).
+//!
+//! The DDL job table is one more span, owned by worker 0; its finished jobs form the DDL
+//! stream, broadcast to every worker. Bounding each source by the DDL frontier makes rows
+//! decodable (the schema at their commit ts is complete) and lets spans of tables created at
+//! `T` start at or below every frontier they feed. The DDL barrier is frontier-gated too
+//! ([`barrier`]): DML after a pending DDL waits with its capability moved past the DDL, the
+//! executor runs the DDL once the flushed frontier passes it, and a feedback edge tells the
+//! drivers it is done — O(workers) messages per DDL, however long it waits.
+//!
+//! Span ownership is `hash64(span) % workers` ([`routing`]); each worker reports the
+//! fingerprint of the spans it hosts, and the [`ChangefeedHandle`] freezes the checkpoint while
+//! any worker's fingerprint does not match the set it should host ([`shared`]).
+//!
+//! Row data stays on its worker end to end (typed `Pipeline` channels, no serialization); only
+//! DDL, flushed and "done" records cross workers and processes.
+//!
+//! # Known limitations
+//!
+//! - Rows pulled from the feed wait in memory (per span) until their span's resolved ts
+//!   passes; huge transactions are not spilled to disk. The feed's memory quota and the
+//!   in-flight bound of the sink drivers limit how much is pulled, not how large one
+//!   transaction may be.
+//! - A process's handle sees its own workers only; in a multi-process cluster each process's
+//!   control plane aggregates its local watermarks (the frontiers themselves are global).
 #![deny(missing_docs)]
+
+pub mod barrier;
+pub mod driver;
+pub mod executor;
+pub mod handle;
+pub mod messages;
+pub mod routing;
+mod run;
+pub mod shared;
+pub mod source;
+pub mod spec;
+pub mod txn;
+
+pub use handle::{ChangefeedHandle, Watermarks};
+pub use run::start_changefeed;
+pub use shared::{ChecksumState, SpanProgress, StatsSnapshot};
+pub use spec::{ChangefeedError, ChangefeedSpec, ClusterPeers, RunConfig};

@@ -1,0 +1,735 @@
+//! The two source operators: the DDL source (one owner worker) and the table source (every
+//! worker, for the spans it owns).
+//!
+//! # Capabilities
+//!
+//! Each source holds **one** capability and moves it only on resolved-ts ticks; the commit ts
+//! of every row travels in the data. The table source keeps its capability at
+//!
+//! ```text
+//!     min( released ts of every owned span , DDL frontier − 1 ) + 1
+//! ```
+//!
+//! where a span's *released ts* is `min(span resolved ts, DDL frontier − 1)`: everything of the
+//! span committed at or below it has been sent. Every row it still has to send is committed
+//! above that minimum, i.e. at or above the capability, so the downstream frontier `F` means
+//! "every row committed below `F` has arrived" (resolved-ts = `F − 1`).
+//!
+//! The DDL frontier bound does two jobs. Rows are decoded with the schema at their commit ts,
+//! which is complete only for ts below the DDL frontier. And a table created at `T` gets a new
+//! span whose first rows commit just above `T`: because no source's capability passes the
+//! frontier of the DDL stream, and the DDL owner sends each DDL under a capability at or below
+//! its commit ts, every source is still at or below `T + 1` when it learns about the new span —
+//! the new span starts at or below every frontier it feeds (invariant 5a). A worker without
+//! spans therefore still advances: its capability follows the DDL frontier.
+//!
+//! # Per-span release
+//!
+//! Rows wait in the span's [`SpanBuffer`] until *that span's* bound passes them; then whole
+//! transactions are decoded and sent in `(commit_ts, start_ts)` order. A stalled span holds the
+//! capability (and so the checkpoint) back, but not the delivery of other spans' rows.
+//!
+//! # Flow control
+//!
+//! The source stops pulling from the feed while the process's sink drivers have more than
+//! `max_inflight_bytes` in flight; the feed's memory quota then stops reading from TiKV. Rows
+//! already pulled wait in span buffers until their span's resolved ts passes; a single
+//! transaction larger than memory is not spilled to disk (a known limitation).
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use timely::container::CapacityContainerBuilder;
+use timely::dataflow::channels::pact::Pipeline;
+use timely::dataflow::operators::Capability;
+use timely::dataflow::operators::generic::{Operator, OutputBuilderSession, source};
+use timely::dataflow::{ProbeHandle, Scope, StreamVec};
+use timely::scheduling::{Activator, SyncActivator};
+
+use tidal_ingest::feed::{FeedEvent, Subscription};
+use tidal_ingest::schema::DdlJobDecoder;
+use tidal_model::{DdlJob, SpanSetFingerprint, TableSpan, Ts};
+
+use crate::messages::{DdlMsg, Json, TxnItem};
+use crate::routing::{self, DDL_OWNER};
+use crate::run::ProcessCtx;
+use crate::shared::SpanProgress;
+use crate::spec::ChangefeedError;
+use crate::txn::{SpanBuffer, TxnDecoder};
+
+/// Feed events taken from one subscription per activation before yielding.
+const EVENTS_PER_ACTIVATION: usize = 256;
+/// How often span diagnostics are copied to the handle.
+const DIAGNOSTICS_EVERY: Duration = Duration::from_millis(250);
+
+type TxnOutput<'a> = OutputBuilderSession<'a, u64, CapacityContainerBuilder<Vec<TxnItem>>>;
+type DdlOutput<'a> = OutputBuilderSession<'a, u64, CapacityContainerBuilder<Vec<DdlMsg>>>;
+
+fn notifier(sync: SyncActivator) -> Arc<dyn Fn() + Send + Sync> {
+    Arc::new(move || {
+        let _ = sync.activate();
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// DDL source
+// ---------------------------------------------------------------------------------------------
+
+/// The DDL stream: finished DDL jobs in commit order, each sent under a capability at or below
+/// its commit ts (the previous DDL resolved ts + 1). Only [`DDL_OWNER`] produces anything.
+pub(crate) fn ddl_source<'s>(
+    scope: Scope<'s, u64>,
+    ctx: Arc<ProcessCtx>,
+) -> StreamVec<'s, u64, DdlMsg> {
+    source::<u64, CapacityContainerBuilder<Vec<DdlMsg>>, _, _>(
+        scope,
+        "DdlSource",
+        move |cap, info| {
+            let mut state = if scope.index() == DDL_OWNER {
+                let sync = scope.worker().sync_activator_for(info.address.to_vec());
+                let activator = scope.activator_for(info.address.clone());
+                Some(DdlSource::start(ctx, cap, sync, activator))
+            } else {
+                drop(cap);
+                None
+            };
+            move |output| {
+                if let Some(s) = state.as_mut() {
+                    s.step(output);
+                }
+            }
+        },
+    )
+}
+
+struct DdlSource {
+    ctx: Arc<ProcessCtx>,
+    cap: Option<Capability<u64>>,
+    sub: Option<Subscription>,
+    decoder: Option<DdlJobDecoder>,
+    pending: BTreeMap<(Ts, i64), DdlJob>,
+    resolved: Ts,
+    activator: Activator,
+    failed: bool,
+}
+
+impl DdlSource {
+    fn start(
+        ctx: Arc<ProcessCtx>,
+        mut cap: Capability<u64>,
+        sync: SyncActivator,
+        activator: Activator,
+    ) -> DdlSource {
+        let start = ctx.shared.start_ts;
+        cap.downgrade(&start.0.saturating_add(1));
+        let mut s = DdlSource {
+            ctx,
+            cap: Some(cap),
+            sub: None,
+            decoder: None,
+            pending: BTreeMap::new(),
+            resolved: start,
+            activator,
+            failed: false,
+        };
+        match DdlJobDecoder::from_store(&s.ctx.shared.store) {
+            Ok(d) => s.decoder = Some(d),
+            Err(e) => {
+                s.ctx.shared.fail(ChangefeedError::Schema(e.to_string()));
+                s.failed = true;
+                return s;
+            }
+        }
+        match s.ctx.feed.subscribe(routing::ddl_span(), start) {
+            Ok(sub) => {
+                sub.set_notify(notifier(sync));
+                s.sub = Some(sub);
+            }
+            Err(e) => {
+                s.ctx.shared.fail(ChangefeedError::Feed {
+                    table_id: tidal_model::tablecodec::DDL_JOB_TABLE_ID,
+                    detail: e.to_string(),
+                });
+                s.failed = true;
+            }
+        }
+        s
+    }
+
+    fn fail(&mut self, e: ChangefeedError) {
+        self.ctx.shared.fail(e);
+        self.failed = true;
+    }
+
+    fn step(&mut self, output: &mut DdlOutput<'_>) {
+        if self.failed || self.cap.is_none() || self.ctx.shared.has_failed() {
+            // Keep the capability: the frontier (and every watermark) stops here.
+            return;
+        }
+        let (Some(sub), Some(decoder)) = (self.sub.as_ref(), self.decoder.as_ref()) else {
+            return;
+        };
+        let mut taken = 0;
+        let mut error = None;
+        while taken < EVENTS_PER_ACTIVATION * 4 {
+            let Some(ev) = sub.try_recv() else { break };
+            taken += 1;
+            match ev {
+                FeedEvent::Rows(rows) => {
+                    for r in rows {
+                        if r.commit_ts <= self.resolved {
+                            continue;
+                        }
+                        match decoder.decode(&r) {
+                            Ok(Some(job)) => {
+                                self.pending.insert((r.commit_ts, job.id), job);
+                            }
+                            Ok(None) => {}
+                            Err(e) => {
+                                error = Some(ChangefeedError::Schema(format!(
+                                    "DDL job row committed at {}: {e}",
+                                    r.commit_ts.0
+                                )));
+                                break;
+                            }
+                        }
+                    }
+                }
+                FeedEvent::Resolved(ts) => self.resolved = self.resolved.max(ts),
+                FeedEvent::Error(e) => {
+                    error = Some(ChangefeedError::Feed {
+                        table_id: tidal_model::tablecodec::DDL_JOB_TABLE_ID,
+                        detail: e.to_string(),
+                    });
+                }
+            }
+            if error.is_some() {
+                break;
+            }
+        }
+        if let Some(e) = error {
+            self.fail(e);
+            return;
+        }
+        if taken >= EVENTS_PER_ACTIVATION * 4 {
+            self.activator.activate();
+        }
+        let Some(cap) = self.cap.as_mut() else { return };
+        let mut upto = self.resolved;
+        if let Some(t) = self.ctx.shared.target_ts {
+            upto = upto.min(t);
+        }
+        if upto.0 < *cap.time() {
+            return;
+        }
+        let store = &self.ctx.shared.store;
+        let mut session = output.session(&*cap);
+        while let Some(entry) = self.pending.first_entry() {
+            let (commit_ts, _) = *entry.key();
+            if commit_ts > upto {
+                break;
+            }
+            let job = entry.remove();
+            let event = match store.apply_job(&job, commit_ts) {
+                Ok(ev) => ev,
+                Err(e) => {
+                    drop(session);
+                    self.fail(ChangefeedError::Schema(e.to_string()));
+                    return;
+                }
+            };
+            tracing::info!(
+                changefeed = %self.ctx.shared.id,
+                job_id = job.id,
+                commit_ts = commit_ts.0,
+                query = %job.query,
+                "DDL on the DDL stream"
+            );
+            session.give(DdlMsg {
+                commit_ts,
+                job: Json(job),
+                event: Json(event),
+            });
+        }
+        drop(session);
+        store.advance_resolved_ts(upto);
+        if self.ctx.shared.target_ts.is_some_and(|t| upto >= t) {
+            self.cap = None;
+            self.sub = None;
+            return;
+        }
+        cap.downgrade(&upto.0.saturating_add(1));
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Table source
+// ---------------------------------------------------------------------------------------------
+
+/// Catch-up state of a span restored after a (test-hook) loss.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Restore {
+    /// Re-reading from the old checkpoint; rows go out under the current capability.
+    CatchingUp,
+    /// Caught up; waiting for everything sent at or below this time to be durable.
+    Flushing(u64),
+}
+
+struct SpanSlot {
+    span: TableSpan,
+    id: u128,
+    sub: Option<Subscription>,
+    resolved: Ts,
+    released: Ts,
+    buffer: SpanBuffer,
+    /// Dropped by a DDL at this ts: release rows up to it, then forget the span.
+    end_ts: Option<Ts>,
+    /// Silently dropped by the test hook.
+    lost: bool,
+    restore: Option<Restore>,
+    /// Rows at or below this ts are written in safe mode (replayed after a restore).
+    safe_until: Ts,
+}
+
+impl SpanSlot {
+    fn hosted(&self) -> bool {
+        !self.lost && self.end_ts.is_none() && self.restore.is_none()
+    }
+}
+
+/// The table source of one worker. Its input is the (broadcast) DDL stream.
+pub(crate) fn table_source<'s>(
+    ddl: StreamVec<'s, u64, DdlMsg>,
+    ctx: Arc<ProcessCtx>,
+    checkpoint_probe: ProbeHandle<u64>,
+) -> StreamVec<'s, u64, TxnItem> {
+    let scope = ddl.scope();
+    ddl.unary_frontier::<CapacityContainerBuilder<Vec<TxnItem>>, _, _, _>(
+        Pipeline,
+        "TableSource",
+        move |cap, info| {
+            let sync = scope.worker().sync_activator_for(info.address.to_vec());
+            let activator = scope.activator_for(info.address.clone());
+            let mut src = TableSource::new(
+                ctx,
+                scope.index(),
+                scope.peers(),
+                cap,
+                notifier(sync),
+                activator,
+                checkpoint_probe,
+            );
+            let mut msgs: Vec<DdlMsg> = Vec::new();
+            move |(input, frontier), output| {
+                input.for_each(|_cap, data| msgs.append(data));
+                let ddl_frontier = frontier.frontier().iter().next().copied();
+                src.step(&mut msgs, ddl_frontier, output);
+            }
+        },
+    )
+}
+
+struct TableSource {
+    ctx: Arc<ProcessCtx>,
+    index: usize,
+    peers: usize,
+    cap: Option<Capability<u64>>,
+    spans: BTreeMap<u128, SpanSlot>,
+    ddls: BTreeMap<(Ts, i64), DdlMsg>,
+    span_version: Ts,
+    decoder: TxnDecoder,
+    notify: Arc<dyn Fn() + Send + Sync>,
+    activator: Activator,
+    checkpoint_probe: ProbeHandle<u64>,
+    failed: bool,
+    spans_dirty: bool,
+    last_diag: Instant,
+    lost_tables: HashSet<i64>,
+}
+
+impl TableSource {
+    fn new(
+        ctx: Arc<ProcessCtx>,
+        index: usize,
+        peers: usize,
+        mut cap: Capability<u64>,
+        notify: Arc<dyn Fn() + Send + Sync>,
+        activator: Activator,
+        checkpoint_probe: ProbeHandle<u64>,
+    ) -> TableSource {
+        let start = ctx.shared.start_ts;
+        cap.downgrade(&start.0.saturating_add(1));
+        let decoder = TxnDecoder::new(
+            ctx.shared.store.clone(),
+            ctx.shared.filter.clone(),
+            ctx.safe_mode_until,
+        );
+        let mut s = TableSource {
+            ctx,
+            index,
+            peers,
+            cap: Some(cap),
+            spans: BTreeMap::new(),
+            ddls: BTreeMap::new(),
+            span_version: start,
+            decoder,
+            notify,
+            activator,
+            checkpoint_probe,
+            failed: false,
+            spans_dirty: true,
+            last_diag: Instant::now() - DIAGNOSTICS_EVERY,
+            lost_tables: HashSet::new(),
+        };
+        s.reconcile(start);
+        s.publish_spans();
+        s
+    }
+
+    fn fail(&mut self, e: ChangefeedError) {
+        self.ctx.shared.fail(e);
+        self.failed = true;
+    }
+
+    fn subscribe(&mut self, span: &TableSpan, from: Ts) -> Option<Subscription> {
+        match self.ctx.feed.subscribe(span.clone(), from) {
+            Ok(sub) => {
+                sub.set_notify(Arc::clone(&self.notify));
+                Some(sub)
+            }
+            Err(e) => {
+                self.fail(ChangefeedError::Feed {
+                    table_id: span.table_id,
+                    detail: e.to_string(),
+                });
+                None
+            }
+        }
+    }
+
+    /// Makes the owned span set the one of the schema at `ts`: new spans start at `ts`, spans
+    /// of tables gone at `ts` drain up to `ts` and leave.
+    fn reconcile(&mut self, ts: Ts) {
+        let desired: BTreeMap<u128, TableSpan> =
+            routing::data_spans_at(&self.ctx.shared.store, &self.ctx.shared.filter, ts)
+                .into_iter()
+                .filter(|s| routing::owner_of(s, self.peers) == self.index)
+                .map(|s| (s.span_id(), s))
+                .collect();
+        for (id, span) in &desired {
+            if let Some(slot) = self.spans.get_mut(id) {
+                slot.end_ts = None;
+                continue;
+            }
+            let sub = self.subscribe(span, ts);
+            self.spans.insert(
+                *id,
+                SpanSlot {
+                    span: span.clone(),
+                    id: *id,
+                    sub,
+                    resolved: ts,
+                    released: ts,
+                    buffer: SpanBuffer::new(),
+                    end_ts: None,
+                    lost: false,
+                    restore: None,
+                    safe_until: Ts::ZERO,
+                },
+            );
+        }
+        for (id, slot) in self.spans.iter_mut() {
+            if !desired.contains_key(id) && slot.end_ts.is_none() {
+                slot.end_ts = Some(ts);
+            }
+        }
+        self.span_version = ts;
+        self.spans_dirty = true;
+    }
+
+    fn apply_ddls(&mut self, ddl_bound: Ts) {
+        while let Some(entry) = self.ddls.first_entry() {
+            let (commit_ts, _) = *entry.key();
+            if commit_ts > ddl_bound {
+                break;
+            }
+            let msg = entry.remove();
+            if let Err(e) = self.ctx.shared.store.apply_job(&msg.job.0, commit_ts) {
+                self.fail(ChangefeedError::Schema(e.to_string()));
+                return;
+            }
+            self.reconcile(commit_ts);
+        }
+    }
+
+    /// The test hook: silently drop (or restore) spans of the tables named in the handle.
+    fn check_sabotage(&mut self) {
+        let dropped: HashSet<i64> = self.ctx.shared.sabotage.lock().dropped.clone();
+        if dropped.is_empty() && self.lost_tables.is_empty() {
+            return;
+        }
+        let cap_time = self.cap.as_ref().map_or(0, |c| *c.time());
+        let ids: Vec<u128> = self.spans.keys().copied().collect();
+        for id in ids {
+            let (table_id, lost) = match self.spans.get(&id) {
+                Some(s) => (s.span.table_id, s.lost),
+                None => continue,
+            };
+            if dropped.contains(&table_id) && !lost {
+                if let Some(slot) = self.spans.get_mut(&id) {
+                    slot.lost = true;
+                    slot.sub = None;
+                    slot.buffer.clear();
+                    slot.restore = None;
+                }
+                self.lost_tables.insert(table_id);
+                self.spans_dirty = true;
+            } else if lost && !dropped.contains(&table_id) {
+                // Re-read from the last published checkpoint (frozen while the span was
+                // missing); rows between it and the capability are replays in safe mode.
+                let from = Ts(self.ctx.shared.checkpoint.load(Ordering::Acquire));
+                let span = match self.spans.get(&id) {
+                    Some(s) => s.span.clone(),
+                    None => continue,
+                };
+                let sub = self.subscribe(&span, from);
+                if let Some(slot) = self.spans.get_mut(&id) {
+                    slot.lost = false;
+                    slot.sub = sub;
+                    slot.resolved = from;
+                    slot.released = from;
+                    slot.safe_until = Ts(cap_time);
+                    slot.restore = Some(Restore::CatchingUp);
+                }
+                self.lost_tables.remove(&table_id);
+                self.spans_dirty = true;
+            }
+        }
+    }
+
+    /// Takes feed events; true if some subscription has more waiting.
+    fn pull(&mut self) -> bool {
+        let mut more = false;
+        let mut error = None;
+        for slot in self.spans.values_mut() {
+            let Some(sub) = slot.sub.as_ref() else {
+                continue;
+            };
+            let mut taken = 0;
+            while taken < EVENTS_PER_ACTIVATION {
+                let Some(ev) = sub.try_recv() else { break };
+                taken += 1;
+                match ev {
+                    FeedEvent::Rows(rows) => {
+                        for r in rows {
+                            if r.commit_ts > slot.released {
+                                slot.buffer.push(r);
+                            }
+                        }
+                    }
+                    FeedEvent::Resolved(ts) => slot.resolved = slot.resolved.max(ts),
+                    FeedEvent::Error(e) => {
+                        error = Some(ChangefeedError::Feed {
+                            table_id: slot.span.table_id,
+                            detail: e.to_string(),
+                        });
+                        break;
+                    }
+                }
+            }
+            if taken >= EVENTS_PER_ACTIVATION {
+                more = true;
+            }
+            if error.is_some() {
+                break;
+            }
+        }
+        if let Some(e) = error {
+            self.fail(e);
+        }
+        more
+    }
+
+    fn step(
+        &mut self,
+        msgs: &mut Vec<DdlMsg>,
+        ddl_frontier: Option<u64>,
+        output: &mut TxnOutput<'_>,
+    ) {
+        for m in msgs.drain(..) {
+            self.ddls.insert((m.commit_ts, m.job.0.id), m);
+        }
+        if self.cap.is_none() || self.failed || self.ctx.shared.has_failed() {
+            return;
+        }
+        // The schema is complete for every ts below the DDL frontier.
+        let ddl_bound = match ddl_frontier {
+            Some(f) => Ts(f.saturating_sub(1)),
+            None => Ts::MAX,
+        };
+        self.apply_ddls(ddl_bound);
+        self.check_sabotage();
+        let shared = Arc::clone(&self.ctx.shared);
+        let throttled =
+            shared.stats.inflight_bytes.load(Ordering::Relaxed) > shared.max_inflight_bytes;
+        let more = if throttled {
+            shared.stats.throttled.fetch_add(1, Ordering::Relaxed);
+            self.activator.activate_after(Duration::from_millis(5));
+            false
+        } else {
+            self.pull()
+        };
+        if self.failed {
+            return;
+        }
+        let target = shared.target_ts;
+
+        // Release every span's rows up to its own bound.
+        {
+            let Some(cap) = self.cap.as_ref() else { return };
+            let mut session = output.session(cap);
+            let mut error = None;
+            let (mut txns, mut rows) = (0u64, 0u64);
+            'spans: for slot in self.spans.values_mut() {
+                if slot.lost || slot.sub.is_none() {
+                    continue;
+                }
+                let mut bound = slot.resolved.min(ddl_bound);
+                if let Some(e) = slot.end_ts {
+                    bound = bound.min(e);
+                }
+                if let Some(t) = target {
+                    bound = bound.min(t);
+                }
+                if bound <= slot.released {
+                    continue;
+                }
+                for raw in slot.buffer.release(bound) {
+                    let safe = raw.commit_ts <= slot.safe_until;
+                    match self.decoder.decode(slot.id, slot.span.table_id, raw, safe) {
+                        Ok(Some(item)) => {
+                            txns += 1;
+                            rows += item.txn.rows.len() as u64;
+                            session.give(item);
+                        }
+                        Ok(None) => {}
+                        Err(e) => {
+                            error = Some(e);
+                            break 'spans;
+                        }
+                    }
+                }
+                slot.released = bound;
+            }
+            drop(session);
+            shared.stats.txns_emitted.fetch_add(txns, Ordering::Relaxed);
+            shared.stats.rows_emitted.fetch_add(rows, Ordering::Relaxed);
+            if let Some(e) = error {
+                self.fail(e);
+                return;
+            }
+        }
+
+        // Spans of dropped tables leave once their rows up to the drop are out.
+        let before = self.spans.len();
+        self.spans.retain(|_, s| match s.end_ts {
+            Some(e) => s.resolved < e && !s.lost,
+            None => true,
+        });
+        if self.spans.len() != before {
+            self.spans_dirty = true;
+        }
+
+        // Move the capability.
+        let Some(cap) = self.cap.as_mut() else { return };
+        let mut low = ddl_bound;
+        if let Some(t) = target {
+            low = low.min(t);
+        }
+        for slot in self.spans.values() {
+            if !slot.lost {
+                low = low.min(slot.released);
+            }
+        }
+        let cap_time = *cap.time();
+        // Restored spans: caught up once they reach the capability; hosted again once what
+        // they replayed is durable.
+        let checkpoint_probe = &self.checkpoint_probe;
+        for slot in self.spans.values_mut() {
+            match slot.restore {
+                Some(Restore::CatchingUp) if slot.released.0 >= cap_time.saturating_sub(1) => {
+                    slot.restore = Some(Restore::Flushing(cap_time));
+                }
+                Some(Restore::Flushing(t)) if !checkpoint_probe.less_equal(&t) => {
+                    slot.restore = None;
+                    self.spans_dirty = true;
+                }
+                _ => {}
+            }
+        }
+        if target.is_some_and(|t| low >= t) {
+            // Done: stop reading, but keep reporting the span set the worker was hosting (the
+            // final checkpoint is still checked against it).
+            self.cap = None;
+            for slot in self.spans.values_mut() {
+                slot.sub = None;
+                slot.buffer.clear();
+            }
+        } else {
+            let new = low.0.saturating_add(1);
+            if new > cap_time {
+                cap.downgrade(&new);
+            }
+        }
+        if self
+            .spans
+            .values()
+            .any(|s| matches!(s.restore, Some(Restore::Flushing(_))))
+        {
+            self.activator.activate_after(Duration::from_millis(10));
+        }
+        if more {
+            self.activator.activate();
+        }
+        self.publish_spans();
+    }
+
+    fn publish_spans(&mut self) {
+        let shared = &self.ctx.shared;
+        if self.spans_dirty {
+            let mut fp = SpanSetFingerprint::from_ids(
+                self.spans.values().filter(|s| s.hosted()).map(|s| s.id),
+            );
+            if self.index == DDL_OWNER {
+                fp.insert(routing::ddl_span().span_id());
+            }
+            shared.report_spans(self.index, fp, self.span_version);
+            self.spans_dirty = false;
+            let mut map = shared.spans.lock();
+            map.retain(|id, p| p.worker != self.index || self.spans.contains_key(id));
+        }
+        if self.last_diag.elapsed() < DIAGNOSTICS_EVERY {
+            return;
+        }
+        self.last_diag = Instant::now();
+        let mut map = shared.spans.lock();
+        for slot in self.spans.values() {
+            let diagnostics = slot.sub.as_ref().map(Subscription::diagnostics);
+            let e = map.entry(slot.id).or_insert_with(|| SpanProgress {
+                span: slot.span.clone(),
+                worker: self.index,
+                resolved_ts: slot.resolved,
+                released_ts: slot.released,
+                flushed_ts: Ts::ZERO,
+                buffered_rows: 0,
+                diagnostics: None,
+            });
+            e.resolved_ts = slot.resolved;
+            e.released_ts = slot.released;
+            e.buffered_rows = slot.buffer.rows();
+            e.diagnostics = diagnostics;
+        }
+    }
+}
