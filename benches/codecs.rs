@@ -11,7 +11,7 @@ mod common;
 
 use std::hint::black_box;
 
-use common::{Gen, row_kv, sysbench_row, tables, value_columns, wide_row};
+use common::{Gen, Kv, row_kv, sysbench_row, tables, value_columns, wide_row};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use tidal_model::Datum;
 use tidal_model::codec::bytes::{decode_key, encode_key};
@@ -101,7 +101,7 @@ fn rows_of(
     table: &Table,
     g: &mut Gen,
     make: fn(&mut Gen, i64) -> Vec<Datum>,
-) -> (Vec<Vec<Datum>>, Vec<(Vec<u8>, Vec<u8>)>) {
+) -> (Vec<Vec<Datum>>, Vec<Kv>) {
     let rows: Vec<Vec<Datum>> = (0..BATCH as i64).map(|id| make(g, id + 1)).collect();
     let kvs = rows.iter().map(|r| row_kv(table, r)).collect();
     (rows, kvs)

@@ -17,7 +17,7 @@ mod common;
 
 use std::hint::black_box;
 
-use common::{Gen, sysbench_kvs, sysbench_raw_changes, tables};
+use common::{Gen, Kv, sysbench_kvs, sysbench_raw_changes, tables};
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use tidal_ingest::feed::matcher::Matcher;
 use tidal_model::change::{RawKvChange, RawOp};
@@ -48,7 +48,7 @@ fn row(t: LogType, start_ts: u64, commit_ts: u64, key: &[u8], value: &[u8]) -> R
 
 /// PREWRITE/COMMIT rows for `kvs`, `TXN_ROWS` per transaction: prewrites first, then commits
 /// (the commit carries no value, as TiKV sends it).
-fn two_pc_rows(kvs: &[(Vec<u8>, Vec<u8>)]) -> Vec<Row> {
+fn two_pc_rows(kvs: &[Kv]) -> Vec<Row> {
     let mut rows = Vec::with_capacity(kvs.len() * 2);
     for (t, txn) in kvs.chunks(TXN_ROWS).enumerate() {
         let start_ts = CHECKPOINT + 10 + 2 * t as u64;
@@ -63,7 +63,7 @@ fn two_pc_rows(kvs: &[(Vec<u8>, Vec<u8>)]) -> Vec<Row> {
 }
 
 /// COMMITTED rows (initial scan output) for `kvs`.
-fn committed_rows(kvs: &[(Vec<u8>, Vec<u8>)]) -> Vec<Row> {
+fn committed_rows(kvs: &[Kv]) -> Vec<Row> {
     kvs.iter()
         .enumerate()
         .map(|(i, (k, v))| {

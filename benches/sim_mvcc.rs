@@ -4,8 +4,9 @@
 //! key/value copies and an old-value lookup per row).
 //!
 //! The workload is sysbench-like updates: transactions of `TXN_ROWS` distinct rows picked at
-//! random among `TABLE_ROWS` existing sysbench rows (row-format-v2 values of about 190 bytes).
-//! Versions pile up under updates, so every `GC_EVERY` transactions the store is garbage
+//! random in a sysbench table (row-format-v2 values of about 200 bytes), for each table size of
+//! `TABLE_ROWS`: a small one whose keys stay in cache and a large one whose do not. Versions
+//! pile up under updates, so every `GC_EVERY` transactions the store is garbage
 //! collected *outside the timed region* (`iter_custom`), keeping each key's history short as a
 //! GC'd TiKV would.
 //!
@@ -23,8 +24,9 @@ use common::{Gen, sysbench_kvs, tables};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use tidal_sim::mvcc::{ApplyEvent, ApplyObserver, Mutation, MvccStore};
 
-/// Existing rows the updates pick from.
-const TABLE_ROWS: usize = 100_000;
+/// Table sizes (existing rows the updates pick from): one that fits in cache and one that does
+/// not.
+const TABLE_ROWS: [usize; 2] = [1_000, 100_000];
 /// Row changes per transaction.
 const TXN_ROWS: usize = 8;
 /// Pre-built transactions, cycled through.
@@ -49,10 +51,10 @@ struct Setup {
     ts: u64,
 }
 
-fn setup(observe: bool) -> Setup {
+fn setup(table_rows: usize, observe: bool) -> Setup {
     let t = tables();
     let mut g = Gen::new(29);
-    let kvs = sysbench_kvs(&t.sysbench, &mut g, 1, TABLE_ROWS);
+    let kvs = sysbench_kvs(&t.sysbench, &mut g, 1, table_rows);
     let store = MvccStore::new();
     let mut ts = 100;
     for chunk in kvs.chunks(4096) {
@@ -63,14 +65,14 @@ fn setup(observe: bool) -> Setup {
         store.one_pc(&muts, ts, ts + 1).expect("load");
         ts += 2;
     }
-    assert_eq!(store.key_count(), TABLE_ROWS);
+    assert_eq!(store.key_count(), table_rows);
     // New values for the updates: other rows' bytes, same shape.
     let values = sysbench_kvs(&t.sysbench, &mut g, 1, POOL);
     let txns = (0..POOL)
         .map(|i| {
             let mut picked: Vec<usize> = Vec::with_capacity(TXN_ROWS);
             while picked.len() < TXN_ROWS {
-                let r = g.below(TABLE_ROWS as u64) as usize;
+                let r = g.below(table_rows as u64) as usize;
                 if !picked.contains(&r) {
                     picked.push(r);
                 }
@@ -131,27 +133,29 @@ fn one_pc(store: &MvccStore, muts: &[Mutation], _keys: &[Vec<u8>], start: u64, c
 fn sim_mvcc(c: &mut Criterion) {
     let mut group = c.benchmark_group("mvcc_update");
     group.throughput(Throughput::Elements(TXN_ROWS as u64));
-    for observe in [false, true] {
-        let mut s = setup(observe);
-        let suffix = if observe {
-            "noop_observer"
-        } else {
-            "no_observer"
-        };
-        // One untimed transaction of each kind: they must apply, and be readable.
-        s.run(1, two_pc);
-        s.run(1, one_pc);
-        let (muts, _) = &s.txns[0];
-        assert_eq!(
-            s.store.get(&muts[0].key, s.ts).expect("read").as_ref(),
-            Some(&muts[0].value)
-        );
-        group.bench_function(format!("prewrite_commit/{suffix}"), |b| {
-            b.iter_custom(|iters| s.run(iters, two_pc))
-        });
-        group.bench_function(format!("one_pc/{suffix}"), |b| {
-            b.iter_custom(|iters| s.run(iters, one_pc))
-        });
+    for table_rows in TABLE_ROWS {
+        for observe in [false, true] {
+            let mut s = setup(table_rows, observe);
+            let suffix = if observe {
+                "noop_observer"
+            } else {
+                "no_observer"
+            };
+            // One untimed transaction of each kind: they must apply, and be readable.
+            s.run(1, two_pc);
+            s.run(1, one_pc);
+            let (muts, _) = &s.txns[0];
+            assert_eq!(
+                s.store.get(&muts[0].key, s.ts).expect("read").as_ref(),
+                Some(&muts[0].value)
+            );
+            group.bench_function(format!("prewrite_commit/{suffix}/{table_rows}_rows"), |b| {
+                b.iter_custom(|iters| s.run(iters, two_pc))
+            });
+            group.bench_function(format!("one_pc/{suffix}/{table_rows}_rows"), |b| {
+                b.iter_custom(|iters| s.run(iters, one_pc))
+            });
+        }
     }
     group.finish();
 }

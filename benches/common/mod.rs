@@ -22,6 +22,9 @@ use tidal_sim::tidb::types::{
 use tidal_sim::tidb::{ColumnSpec, IndexSpec, PrimaryKey, Table, TableSpec, Tidb};
 use tidal_sim::tso::Tso;
 
+/// A raw row key and its row value.
+pub type Kv = (Vec<u8>, Vec<u8>);
+
 /// A small deterministic generator (xorshift64*): reproducible inputs without extra crates.
 #[derive(Debug, Clone)]
 pub struct Gen(u64);
@@ -210,7 +213,7 @@ pub fn value_columns<'a>(
 }
 
 /// The raw row key and row-format-v2 value of `row` (its first column is the int handle).
-pub fn row_kv(table: &Table, row: &[Datum]) -> (Vec<u8>, Vec<u8>) {
+pub fn row_kv(table: &Table, row: &[Datum]) -> Kv {
     let Some(Datum::Int(id)) = row.first() else {
         panic!("benchmark rows start with an int handle");
     };
@@ -221,7 +224,7 @@ pub fn row_kv(table: &Table, row: &[Datum]) -> (Vec<u8>, Vec<u8>) {
 }
 
 /// `n` sysbench rows with ids `first..first + n`, as (key, value) bytes.
-pub fn sysbench_kvs(table: &Table, g: &mut Gen, first: i64, n: usize) -> Vec<(Vec<u8>, Vec<u8>)> {
+pub fn sysbench_kvs(table: &Table, g: &mut Gen, first: i64, n: usize) -> Vec<Kv> {
     (0..n as i64)
         .map(|i| row_kv(table, &sysbench_row(g, first + i)))
         .collect()
