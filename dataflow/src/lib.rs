@@ -36,6 +36,22 @@
 //! Row data stays on its worker end to end (typed `Pipeline` channels, no serialization); only
 //! DDL, flushed and "done" records cross workers and processes.
 //!
+//! # User stages
+//!
+//! A program that composes its own pipeline can put operators of its own between decoding and
+//! the sink driver: [`ChangefeedSpec::stage`] takes a [`UserStage`], a function from the stream
+//! of decoded transactions ([`messages::TxnItem`], one per upstream transaction and table) to a
+//! stream of the same type, applied on every worker while the dataflow is built. It may map,
+//! filter, flat-map or aggregate, and drop items; the sink driver writes what it emits. The
+//! contract (documented on [`UserStage`]) is what keeps the frontier design above true: an item
+//! is emitted at a time at or below its commit ts, capabilities are released as the input
+//! frontier advances, and an item keeps its span and table. Under that contract a stage that
+//! drops everything still lets the checkpoint advance (it holds no capability), and DDL — which
+//! never passes through the stage — still runs once, in order, behind the barrier. Items are
+//! not serializable and stay on their worker; a stage that routes by a key of its own
+//! exchanges its own serializable records and owns the per-key order of what it routes.
+//! [`timely`] is re-exported so that such programs use the same version.
+//!
 //! # Known limitations
 //!
 //! - Rows pulled from the feed wait in memory (per span) until their span's resolved ts
@@ -61,4 +77,5 @@ pub mod txn;
 pub use handle::{ChangefeedHandle, Watermarks};
 pub use run::start_changefeed;
 pub use shared::{ChecksumState, SpanProgress, StatsSnapshot};
-pub use spec::{ChangefeedError, ChangefeedSpec, ClusterPeers, RunConfig};
+pub use spec::{ChangefeedError, ChangefeedSpec, ClusterPeers, RunConfig, UserStage, user_stage};
+pub use timely;

@@ -2,14 +2,17 @@
 //! dataflow on every worker, and keep publishing its watermarks.
 //!
 //! ```text
-//!  DdlSource (worker 0) ──broadcast──┬──────────────▶ TableSource ──▶ SinkDriver ──▶ flushed
-//!                                    │                (every worker)   ▲   ▲            │
+//!  DdlSource (worker 0) ──broadcast──┬──────────────▶ TableSource ─[stage]─▶ SinkDriver ──▶ flushed
+//!                                    │                (every worker)          ▲   ▲     │
 //!                                    ├─────────────────────────────────┘   │            │
 //!                                    └──▶ DdlExecutor ◀─── flushed frontier ┼────────────┘
 //!                                          (worker 0) ──done──broadcast──▶ feedback(1)
 //!  probes:  resolved   = frontier after TableSource − 1
 //!           checkpoint = frontier after SinkDriver and DdlExecutor − 1
 //! ```
+//!
+//! `[stage]` is the optional [`UserStage`](crate::spec::UserStage); the resolved probe sits
+//! before it, so resolved-ts does not depend on what the stage does.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -31,7 +34,7 @@ use crate::handle::ChangefeedHandle;
 use crate::messages::DdlDone;
 use crate::shared::Shared;
 use crate::source::{ddl_source, table_source};
-use crate::spec::{ChangefeedError, ChangefeedSpec, RunConfig};
+use crate::spec::{ChangefeedError, ChangefeedSpec, RunConfig, UserStage};
 
 /// What every worker of a process shares.
 pub(crate) struct ProcessCtx {
@@ -44,6 +47,7 @@ pub(crate) struct ProcessCtx {
     pub(crate) max_inflight_batches: usize,
     pub(crate) safe_mode_until: Ts,
     pub(crate) idle_park: std::time::Duration,
+    pub(crate) stage: Option<UserStage>,
 }
 
 /// Starts a changefeed in this process: bootstraps the schema store at `spec.start_ts`, then
@@ -93,6 +97,7 @@ pub async fn start_changefeed(
         max_inflight_batches: spec.max_inflight_batches,
         safe_mode_until: spec.safe_mode_until,
         idle_park: run.idle_park,
+        stage: spec.stage.clone(),
     });
     let config = run.timely_config();
     let guards = tokio::task::spawn_blocking(move || {
@@ -120,6 +125,10 @@ fn run_worker(worker: &mut Worker, ctx: Arc<ProcessCtx>) {
         worker.dataflow::<u64, _, _>(move |scope: Scope<'_, u64>| {
             let ddl = ddl_source(scope, Arc::clone(&ctx)).broadcast();
             let txns = table_source(ddl.clone(), Arc::clone(&ctx), cp.clone()).probe_with(&rp);
+            let txns = match &ctx.stage {
+                Some(stage) => stage(txns),
+                None => txns,
+            };
             let (done_handle, done_loop) = scope.feedback::<Vec<DdlDone>>(1);
             let flushed =
                 sink_driver(txns, ddl.clone(), done_loop, Arc::clone(&ctx)).probe_with(&cp);
@@ -129,6 +138,10 @@ fn run_worker(worker: &mut Worker, ctx: Arc<ProcessCtx>) {
     }
     let shared = &ctx.shared;
     let target = shared.target_ts;
+    // The first local worker tells this process's sink the changefeed checkpoint (storage sinks
+    // record it in their `metadata` file). One call at a time, so it can never go backwards.
+    let mut checkpoint_notifier = (shared.local_workers.first() == Some(&index))
+        .then(|| CheckpointNotifier::new(Ts(shared.checkpoint.load(Ordering::Acquire))));
     loop {
         if shared.stop.load(Ordering::Acquire) {
             for id in worker.installed_dataflows() {
@@ -147,9 +160,52 @@ fn run_worker(worker: &mut Worker, ctx: Arc<ProcessCtx>) {
             Ts(shared.checkpoint.load(Ordering::Acquire))
         });
         shared.report_watermarks(index, resolved, checkpoint.min(resolved));
+        if let Some(notifier) = checkpoint_notifier.as_mut() {
+            notifier.notify(&ctx, Ts(shared.checkpoint.load(Ordering::Acquire)));
+        }
         if !active || checkpoint_probe.done() {
             break;
         }
     }
     shared.finished.fetch_add(1, Ordering::AcqRel);
+}
+
+/// Passes checkpoint advances to the sink's [`Sink::update_checkpoint`], at most every
+/// [`CheckpointNotifier::INTERVAL`] and never with two calls in flight.
+struct CheckpointNotifier {
+    notified: Ts,
+    last_call: std::time::Instant,
+    in_flight: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl CheckpointNotifier {
+    const INTERVAL: std::time::Duration = std::time::Duration::from_millis(200);
+
+    fn new(start: Ts) -> Self {
+        CheckpointNotifier {
+            notified: start,
+            last_call: std::time::Instant::now(),
+            in_flight: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+        }
+    }
+
+    fn notify(&mut self, ctx: &ProcessCtx, checkpoint: Ts) {
+        if checkpoint <= self.notified
+            || self.last_call.elapsed() < Self::INTERVAL
+            || self.in_flight.swap(true, Ordering::AcqRel)
+        {
+            return;
+        }
+        self.notified = checkpoint;
+        self.last_call = std::time::Instant::now();
+        let call = ctx.sink.update_checkpoint(checkpoint);
+        let in_flight = Arc::clone(&self.in_flight);
+        let changefeed = ctx.shared.id.clone();
+        ctx.runtime.spawn(async move {
+            if let Err(e) = call.await {
+                tracing::warn!(%changefeed, checkpoint = checkpoint.0, error = %e, "sink could not record the checkpoint");
+            }
+            in_flight.store(false, Ordering::Release);
+        });
+    }
 }

@@ -13,6 +13,65 @@ use tidal_ingest::pd::PdClient;
 use tidal_ingest::schema::TableFilter;
 use tidal_model::Ts;
 use tidal_sinks::Sink;
+use timely::dataflow::StreamVec;
+
+use crate::messages::TxnItem;
+
+/// A user stage: operators of the caller's own, applied on every worker to the stream of
+/// decoded transactions between the table source and the sink driver.
+///
+/// The stage is a function from stream to stream, called once per worker while the dataflow
+/// is built; it may add any timely operators (map, filter, flat-map, aggregate, …). The
+/// contract it must keep so that the watermarks stay true:
+///
+/// - **Times stay at or below the commit ts.** An item arrives at a time `<= item.commit_ts()`;
+///   emit every item (changed or not) at the time it came in at, or any later time still
+///   `<= item.commit_ts()`. Emitting it above its commit ts would let the checkpoint pass a
+///   change that is not durable yet.
+/// - **Capabilities are not held forever.** A stage that buffers (to aggregate, to reorder)
+///   must release its capabilities as its input frontier advances; a capability held for good
+///   stops the checkpoint. Filtering, even filtering everything, holds nothing: the frontier
+///   (and so resolved-ts and checkpoint-ts) keeps advancing as if the rows had been written.
+/// - **Keep the item's identity.** `span_id`, `physical_id`, `db_id` and `txn.table` say where
+///   the rows came from; the sink driver uses them for progress accounting and the DDL barrier.
+///   Change the rows (`txn.rows`), drop rows or whole items, or change their values, but do not
+///   point an item at another table; `bytes` feeds flow control and may be left as it is.
+/// - **Order is per worker.** Items arrive in `(commit_ts, start_ts)` order per span and the
+///   driver writes them in the order the stage emits them. [`TxnItem`] holds shared table
+///   definitions and is not serializable, so it never leaves its worker; a stage that routes by
+///   its own key exchanges a serializable record of its own (e.g. per-key aggregates) and is
+///   itself responsible for the per-key order of what it routes.
+///
+/// The stage sees DML only: DDL travels on its own stream, is not shown to the stage, and still
+/// runs exactly once, in commit order, behind the DDL barrier (which applies to what the stage
+/// emits).
+pub type UserStage =
+    Arc<dyn for<'s> Fn(StreamVec<'s, u64, TxnItem>) -> StreamVec<'s, u64, TxnItem> + Send + Sync>;
+
+/// Wraps a function as a [`UserStage`]. Passing a closure through this function (rather than
+/// `Arc::new`) lets the compiler infer its signature for every scope lifetime.
+///
+/// ```
+/// use tidal_dataflow::spec::{UserStage, user_stage};
+/// use timely::dataflow::operators::vec::Filter;
+///
+/// // Drop transactions that only delete rows.
+/// let stage: UserStage = user_stage(|txns| {
+///     txns.filter(|item| {
+///         item.txn.rows.iter().any(|r| r.kind != tidal_model::RowChangeKind::Delete)
+///     })
+/// });
+/// # let _ = stage;
+/// ```
+pub fn user_stage<F>(f: F) -> UserStage
+where
+    F: for<'s> Fn(StreamVec<'s, u64, TxnItem>) -> StreamVec<'s, u64, TxnItem>
+        + Send
+        + Sync
+        + 'static,
+{
+    Arc::new(f)
+}
 
 /// One changefeed: upstream, range of timestamps, tables, sink and limits.
 #[derive(Clone)]
@@ -44,6 +103,9 @@ pub struct ChangefeedSpec {
     /// hold them). Defaults to `start_ts`: after a restart from a checkpoint, nothing above it
     /// was written.
     pub safe_mode_until: Ts,
+    /// The caller's own operators between decoding and the sink driver (see [`UserStage`]);
+    /// `None` sends decoded transactions straight to the sink.
+    pub stage: Option<UserStage>,
 }
 
 impl std::fmt::Debug for ChangefeedSpec {
@@ -57,13 +119,14 @@ impl std::fmt::Debug for ChangefeedSpec {
             .field("max_batch_rows", &self.max_batch_rows)
             .field("max_inflight_batches", &self.max_inflight_batches)
             .field("max_inflight_bytes", &self.max_inflight_bytes)
+            .field("stage", &self.stage.is_some())
             .finish_non_exhaustive()
     }
 }
 
 impl ChangefeedSpec {
     /// A spec with default limits: every table, no target ts, 1 GiB feed quota, batches of up
-    /// to 1024 rows / 8 MiB, 4 batches and 256 MiB in flight.
+    /// to 1024 rows / 8 MiB, 4 batches and 256 MiB in flight, no user stage.
     pub fn new(
         id: impl Into<String>,
         pd: Arc<PdClient>,
@@ -83,6 +146,7 @@ impl ChangefeedSpec {
             max_inflight_batches: 4,
             max_inflight_bytes: 256 << 20,
             safe_mode_until: start_ts,
+            stage: None,
         }
     }
 }

@@ -16,6 +16,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use tidal_ingest::schema::{SchemaStore, TableFilter};
+use tidal_model::change::RawOp;
 use tidal_model::decode::decode_change;
 use tidal_model::{RawKvChange, Ts};
 use tidal_sinks::{SinkTxn, TableDef};
@@ -172,9 +173,21 @@ impl TxnDecoder {
         let mut bytes = 0usize;
         let mut rows = Vec::with_capacity(txn.rows.len());
         for raw in &txn.rows {
+            if deletes_nothing(raw) {
+                // A DELETE of a key that held no row: TiKV reports it with no old value, and
+                // there is nothing to delete downstream (TiCDC's mounter drops these too).
+                tracing::debug!(
+                    commit_ts = commit_ts.0,
+                    "skipping a delete of a missing row"
+                );
+                continue;
+            }
             bytes = bytes.saturating_add(raw.approximate_size());
             let row = decode_change(&def.info, raw).map_err(|e| err(e.to_string()))?;
             rows.push(row);
+        }
+        if rows.is_empty() {
+            return Ok(None);
         }
         Ok(Some(TxnItem {
             span_id,
@@ -197,11 +210,15 @@ impl TxnDecoder {
     }
 }
 
+/// True for a DELETE that removed no row: no old value to describe it.
+fn deletes_nothing(raw: &RawKvChange) -> bool {
+    raw.op == RawOp::Delete && raw.old_value.is_empty()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
-    use tidal_model::change::RawOp;
 
     fn row(key: u8, start: u64, commit: u64) -> RawKvChange {
         RawKvChange {
@@ -213,6 +230,17 @@ mod tests {
             commit_ts: Ts(commit),
             region_id: 1,
         }
+    }
+
+    #[test]
+    fn a_delete_without_old_value_deletes_nothing() {
+        let mut del = row(1, 5, 6);
+        del.op = RawOp::Delete;
+        del.value.clear();
+        assert!(deletes_nothing(&del));
+        del.old_value = vec![1];
+        assert!(!deletes_nothing(&del));
+        assert!(!deletes_nothing(&row(1, 5, 6)));
     }
 
     #[test]
