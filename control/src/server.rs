@@ -8,6 +8,11 @@
 //! [`Server::shutdown`] undoes it in the safe order: stop accepting work, let the coordinator
 //! save each changefeed's last durable checkpoint and stop its dataflow, revoke the owner lease,
 //! then close the API.
+//!
+//! With `tls-cert`/`tls-key` the API is served over HTTPS only; with `auth-user` it requires
+//! HTTP basic auth (see [`crate::api::auth`]). Both are loaded before anything else starts, so
+//! a missing or invalid certificate, key or password file refuses the start with an error
+//! naming the file.
 
 mod config;
 
@@ -21,6 +26,7 @@ use tokio::task::JoinHandle;
 
 pub use config::{ServerConfig, normalize_log_level, parse_duration, split_list};
 
+use crate::api::tls::TlsListener;
 use crate::api::{ApiState, Liveness, LogControl, ServerInfo, router};
 use crate::coordinator::{Coordinator, CoordinatorConfig};
 use crate::gc::{GcConfig, GcManager, PdApi, cluster_service_id};
@@ -73,11 +79,18 @@ impl ServerError {
     }
 }
 
+/// The bound API socket: plain HTTP or HTTPS only.
+enum ApiListener {
+    Plain(tokio::net::TcpListener),
+    Tls(TlsListener),
+}
+
 /// A running node.
 #[derive(Debug)]
 pub struct Server {
     cfg: ServerConfig,
     addr: SocketAddr,
+    https: bool,
     capture_id: String,
     store: Arc<dyn MetaStore>,
     service: Arc<ChangefeedService>,
@@ -130,6 +143,8 @@ impl Server {
         log: Option<Arc<dyn LogControl>>,
     ) -> Result<Server, ServerError> {
         cfg.validate()?;
+        let tls = cfg.tls_server_config()?;
+        let basic_auth = cfg.basic_auth()?;
         let keys = KeyLayout::new(&cfg.cluster_id)?;
         let listener = tokio::net::TcpListener::bind(cfg.addr)
             .await
@@ -141,6 +156,16 @@ impl Server {
             addr: cfg.addr,
             source,
         })?;
+        let https = tls.is_some();
+        let listener = match tls {
+            Some(tls) => ApiListener::Tls(TlsListener::new(listener, tls).map_err(|source| {
+                ServerError::Bind {
+                    addr: cfg.addr,
+                    source,
+                }
+            })?),
+            None => ApiListener::Plain(listener),
+        };
         let advertise = cfg
             .advertise_addr
             .clone()
@@ -207,21 +232,33 @@ impl Server {
         if let Some(log) = log {
             api = api.with_log_control(log);
         }
+        if let Some(auth) = basic_auth {
+            api = api.with_basic_auth(auth);
+        }
         let (http_stop, stop_rx) = oneshot::channel::<()>();
         let app = router(api.clone());
-        let http = tokio::spawn(async move {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(async move {
-                    let _ = stop_rx.await;
-                })
-                .await
-        });
+        let stopped = async move {
+            let _ = stop_rx.await;
+        };
+        let http = match listener {
+            ApiListener::Tls(listener) => tokio::spawn(async move {
+                axum::serve(listener, app)
+                    .with_graceful_shutdown(stopped)
+                    .await
+            }),
+            ApiListener::Plain(listener) => tokio::spawn(async move {
+                axum::serve(listener, app)
+                    .with_graceful_shutdown(stopped)
+                    .await
+            }),
+        };
         let metrics_task = Arc::new(MetricsUpdater::new(Arc::clone(&service), metrics.clone()))
             .spawn(cfg.metrics_interval);
-        tracing::info!(%addr, cluster = %cfg.cluster_id, capture = %capture_id, "tidal server started");
+        tracing::info!(%addr, https, cluster = %cfg.cluster_id, capture = %capture_id, "tidal server started");
         Ok(Server {
             cfg,
             addr,
+            https,
             capture_id,
             store,
             service,
@@ -239,9 +276,10 @@ impl Server {
         self.addr
     }
 
-    /// `http://<bound address>`.
+    /// `http://<bound address>`, or `https://` when the API is served over TLS.
     pub fn base_url(&self) -> String {
-        format!("http://{}", self.addr)
+        let scheme = if self.https { "https" } else { "http" };
+        format!("{scheme}://{}", self.addr)
     }
 
     /// This node's capture id.

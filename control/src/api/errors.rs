@@ -3,7 +3,8 @@
 //! Clients match on `error_code` and on the HTTP status, so both follow TiCDC's `HTTPError`
 //! (ticdc.md §2.1): 400 for the caller's mistakes (invalid parameter, unknown changefeed, start
 //! ts before GC, refused update, ...), 500 for everything else; the body is pretty-printed like
-//! gin's `IndentedJSON`.
+//! gin's `IndentedJSON`. Messages are scrubbed of sink URI passwords before they are rendered
+//! or logged.
 
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -44,7 +45,7 @@ impl ApiError {
     /// The response body.
     pub fn body(&self) -> HttpError {
         HttpError {
-            error_msg: self.0.to_string(),
+            error_msg: super::redact::mask_uri_passwords(&self.0.to_string()).into_owned(),
             error_code: self.0.code.as_str().to_string(),
         }
     }
@@ -60,7 +61,10 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
         if status == StatusCode::INTERNAL_SERVER_ERROR {
-            tracing::warn!(error = %self.0, "API request failed");
+            tracing::warn!(
+                error = %super::redact::mask_uri_passwords(&self.0.to_string()),
+                "API request failed"
+            );
         }
         let body = serde_json::to_string_pretty(&self.body()).unwrap_or_else(|_| {
             format!(

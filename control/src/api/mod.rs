@@ -27,14 +27,22 @@
 //! | DELETE | `/unsafe/service_gc_safepoint` | drops the cluster GC reservation |
 //! | ANY | `/metrics` (root) | Prometheus text |
 //!
+//! Security ([`auth`], [`tls`], [`redact`]): with a certificate the API is served over HTTPS
+//! only ([`serve_tls_listener`]); with a configured user every route but `/api/v2/health` (and
+//! `/metrics` if so configured) needs HTTP basic auth; every response body is scrubbed of sink
+//! URI passwords, whatever produced it.
+//!
 //! Not served: TiCDC's internal/test table-move endpoints, `verify_table`, `get_all_tables` and
 //! `unsafe/resolve_lock` (they need the schema store / TiKV access of a running node), and the
 //! TOML rendering of `GET /changefeeds/{id}`. `?keyspace=` is accepted everywhere and, as in
 //! TiCDC's classic kernel, forced to `default`.
 
+pub mod auth;
 pub mod errors;
 pub mod models;
+pub mod redact;
 pub mod synced;
+pub mod tls;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -128,6 +136,7 @@ pub struct ApiState {
     log: Option<Arc<dyn LogControl>>,
     liveness: Arc<AtomicI32>,
     redact: Arc<Mutex<&'static str>>,
+    auth: Option<Arc<auth::BasicAuth>>,
 }
 
 impl std::fmt::Debug for ApiState {
@@ -135,6 +144,7 @@ impl std::fmt::Debug for ApiState {
         f.debug_struct("ApiState")
             .field("server", &self.server)
             .field("liveness", &self.liveness)
+            .field("auth", &self.auth)
             .finish_non_exhaustive()
     }
 }
@@ -149,7 +159,14 @@ impl ApiState {
             log: None,
             liveness: Arc::new(AtomicI32::new(0)),
             redact: Arc::new(Mutex::new("off")),
+            auth: None,
         }
+    }
+
+    /// Requires HTTP basic auth on every route but `/api/v2/health` (see [`auth`]).
+    pub fn with_basic_auth(mut self, auth: auth::BasicAuth) -> Self {
+        self.auth = Some(Arc::new(auth));
+        self
     }
 
     /// Installs the log level hook used by `POST /api/v2/log`.
@@ -233,8 +250,10 @@ fn keyspace(_q: &HashMap<String, String>) -> &'static str {
     DEFAULT_KEYSPACE
 }
 
-/// Builds the router with every route of the module docs.
+/// Builds the router with every route of the module docs, behind the basic-auth gate (when the
+/// state has one) and the response scrubber.
 pub fn router(state: ApiState) -> Router {
+    let gate = state.auth.clone();
     Router::new()
         .route("/status", get(server_status))
         .route("/metrics", any(metrics_text))
@@ -271,6 +290,11 @@ pub fn router(state: ApiState) -> Router {
             axum::routing::delete(unsafe_delete_service_gc_safepoint),
         )
         .with_state(state)
+        .layer(axum::middleware::map_response(redact::scrub_response))
+        .layer(axum::middleware::from_fn_with_state(
+            gate,
+            auth::require_auth,
+        ))
 }
 
 /// Serves the API on `addr` until the task is dropped or the listener fails.
@@ -285,6 +309,17 @@ pub async fn serve_listener(
     state: ApiState,
 ) -> std::io::Result<()> {
     tracing::info!(addr = ?listener.local_addr().ok(), "HTTP API listening");
+    axum::serve(listener, router(state)).await
+}
+
+/// Serves the API over HTTPS only on an already bound listener (see [`tls`]).
+pub async fn serve_tls_listener(
+    listener: tokio::net::TcpListener,
+    state: ApiState,
+    config: Arc<rustls::ServerConfig>,
+) -> std::io::Result<()> {
+    let listener = tls::TlsListener::new(listener, config)?;
+    tracing::info!(addr = %axum::serve::Listener::local_addr(&listener)?, "HTTPS API listening");
     axum::serve(listener, router(state)).await
 }
 
@@ -619,7 +654,7 @@ async fn unsafe_metadata(State(st): State<ApiState>) -> ApiResult<Response> {
         .into_iter()
         .map(|kv| MetadataKv {
             key: kv.key_str(),
-            value: String::from_utf8_lossy(&kv.value).into_owned(),
+            value: redact::mask_uri_passwords(&String::from_utf8_lossy(&kv.value)).into_owned(),
         })
         .collect();
     Ok(ok_json(&items))

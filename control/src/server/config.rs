@@ -6,6 +6,12 @@
 //! `gc-tick = "1m"`, `checkpoint-interval = "200ms"`, `log-level`, ... Durations are Go-style
 //! strings (`"1m30s"`, `"500ms"`) or integer seconds. Unknown keys are an error: a misspelt
 //! setting silently ignored is worse than a refused start.
+//!
+//! Security keys: `tls-cert` + `tls-key` (PEM files; both or neither) make the API HTTPS-only;
+//! `auth-user` + `auth-password` (or `auth-password-file`, whose first line is the password,
+//! so the secret need not sit in the config file) require HTTP basic auth on every route but
+//! `/api/v2/health`; `auth-metrics = false` leaves `/metrics` open for scrapers. The password is
+//! a [`Secret`]: the config's `Debug` output never shows it.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -14,6 +20,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::ServerError;
+use crate::api::auth::{BasicAuth, Secret};
 use crate::gc::DEFAULT_GC_TTL;
 use crate::meta::KeyLayout;
 
@@ -50,6 +57,18 @@ pub struct ServerConfig {
     pub backoff_max: Duration,
     /// How often the Prometheus gauges are refreshed (5 s).
     pub metrics_interval: Duration,
+    /// PEM certificate chain of the HTTPS API (`tls-cert`; set together with `tls-key`).
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of the HTTPS API (`tls-key`).
+    pub tls_key: Option<PathBuf>,
+    /// Basic-auth user (`auth-user`); `None` leaves the API open.
+    pub auth_user: Option<String>,
+    /// Basic-auth password (`auth-password`); masked in `Debug`.
+    pub auth_password: Option<Secret>,
+    /// File holding the basic-auth password (`auth-password-file`; first line, trimmed).
+    pub auth_password_file: Option<PathBuf>,
+    /// Whether `/metrics` needs credentials too when auth is on (`auth-metrics`, default true).
+    pub auth_metrics: bool,
 }
 
 impl Default for ServerConfig {
@@ -70,6 +89,12 @@ impl Default for ServerConfig {
             backoff_initial: Duration::from_secs(5),
             backoff_max: Duration::from_secs(300),
             metrics_interval: Duration::from_secs(5),
+            tls_cert: None,
+            tls_key: None,
+            auth_user: None,
+            auth_password: None,
+            auth_password_file: None,
+            auth_metrics: true,
         }
     }
 }
@@ -128,6 +153,12 @@ struct FileConfig {
     backoff_initial: Option<DurationValue>,
     backoff_max: Option<DurationValue>,
     metrics_interval: Option<DurationValue>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+    auth_user: Option<String>,
+    auth_password: Option<String>,
+    auth_password_file: Option<PathBuf>,
+    auth_metrics: Option<bool>,
 }
 
 /// Splits a comma-separated list, trimming blanks and dropping empty items.
@@ -287,6 +318,24 @@ impl ServerConfig {
         if let Some(l) = f.log_level {
             self.log_level = l;
         }
+        if let Some(p) = f.tls_cert {
+            self.tls_cert = Some(p);
+        }
+        if let Some(p) = f.tls_key {
+            self.tls_key = Some(p);
+        }
+        if let Some(u) = f.auth_user {
+            self.auth_user = Some(u);
+        }
+        if let Some(p) = f.auth_password {
+            self.auth_password = Some(Secret::new(p));
+        }
+        if let Some(p) = f.auth_password_file {
+            self.auth_password_file = Some(p);
+        }
+        if let Some(m) = f.auth_metrics {
+            self.auth_metrics = m;
+        }
         self.validate()
     }
 
@@ -322,6 +371,7 @@ impl ServerConfig {
         if self.session_ttl < Duration::from_secs(1) {
             return bad("session-ttl must be at least 1s".into());
         }
+        self.validate_security()?;
         match normalize_log_level(&self.log_level) {
             Some(l) => self.log_level = l.to_string(),
             None => {
@@ -332,6 +382,89 @@ impl ServerConfig {
             }
         }
         Ok(())
+    }
+
+    fn validate_security(&self) -> Result<(), ServerError> {
+        let bad = |m: &str| Err(ServerError::Config(m.to_string()));
+        match (&self.tls_cert, &self.tls_key) {
+            (Some(_), None) => {
+                return bad("tls-cert is set but tls-key is not: set both or neither");
+            }
+            (None, Some(_)) => {
+                return bad("tls-key is set but tls-cert is not: set both or neither");
+            }
+            _ => {}
+        }
+        let has_password = self.auth_password.is_some() || self.auth_password_file.is_some();
+        if self.auth_password.is_some() && self.auth_password_file.is_some() {
+            return bad("auth-password and auth-password-file are both set: use one");
+        }
+        match &self.auth_user {
+            Some(u) if u.is_empty() || u.contains(':') => {
+                return bad("auth-user must be non-empty and must not contain ':'");
+            }
+            Some(_) if !has_password => {
+                return bad("auth-user is set but neither auth-password nor auth-password-file");
+            }
+            None if has_password => {
+                return bad("auth-password is set but auth-user is not");
+            }
+            _ => {}
+        }
+        if matches!(&self.auth_password, Some(p) if p.is_empty()) {
+            return bad("auth-password must not be empty");
+        }
+        Ok(())
+    }
+
+    /// The basic-auth gate these settings ask for (reading `auth-password-file`), or `None`.
+    pub fn basic_auth(&self) -> Result<Option<BasicAuth>, ServerError> {
+        let Some(user) = &self.auth_user else {
+            return Ok(None);
+        };
+        let password = match (&self.auth_password, &self.auth_password_file) {
+            (Some(p), _) => p.clone(),
+            (None, Some(path)) => {
+                let text = std::fs::read_to_string(path).map_err(|e| {
+                    ServerError::Config(format!(
+                        "auth-password-file {}: cannot read: {e}",
+                        path.display()
+                    ))
+                })?;
+                let line = text.lines().next().unwrap_or("").trim();
+                if line.is_empty() {
+                    return Err(ServerError::Config(format!(
+                        "auth-password-file {}: the file is empty",
+                        path.display()
+                    )));
+                }
+                Secret::new(line)
+            }
+            (None, None) => {
+                return Err(ServerError::Config(
+                    "auth-user is set but neither auth-password nor auth-password-file".into(),
+                ));
+            }
+        };
+        Ok(Some(
+            BasicAuth::new(user.clone(), password).protect_metrics(self.auth_metrics),
+        ))
+    }
+
+    /// The rustls configuration of the HTTPS API (reading `tls-cert` and `tls-key`), or `None`
+    /// for plain HTTP. Errors name the file at fault.
+    pub fn tls_server_config(
+        &self,
+    ) -> Result<Option<std::sync::Arc<rustls::ServerConfig>>, ServerError> {
+        match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => crate::api::tls::load_server_config(cert, key)
+                .map(Some)
+                .map_err(|e| ServerError::Config(e.to_string())),
+            (None, None) => Ok(None),
+            _ => Err(ServerError::Config(
+                "tls-cert and tls-key must be set together".into(),
+            )),
+        }
     }
 
     /// Where the embedded metadata store keeps its files.
@@ -419,6 +552,87 @@ mod tests {
         assert!(err("pd = \"\"").contains("pd"));
         assert!(err("cluster-id = \"a/b\"").contains("cluster-id"));
         assert!(err("workers = [").contains("invalid server config"));
+    }
+
+    #[test]
+    fn security_keys() {
+        let cfg = ServerConfig::from_toml_str(
+            r#"
+            tls-cert = "/etc/tidal/cert.pem"
+            tls-key = "/etc/tidal/key.pem"
+            auth-user = "admin"
+            auth-password = "hunter2-secret"
+            auth-metrics = false
+            "#,
+        )
+        .unwrap();
+        assert_eq!(cfg.tls_cert, Some(PathBuf::from("/etc/tidal/cert.pem")));
+        assert_eq!(cfg.tls_key, Some(PathBuf::from("/etc/tidal/key.pem")));
+        assert_eq!(cfg.auth_user.as_deref(), Some("admin"));
+        assert_eq!(
+            cfg.auth_password.as_ref().map(Secret::expose),
+            Some("hunter2-secret")
+        );
+        assert!(!cfg.auth_metrics);
+        let dbg = format!("{cfg:?}");
+        assert!(!dbg.contains("hunter2-secret"), "{dbg}");
+        assert!(dbg.contains("auth_password: Some(\"xxxxx\")"), "{dbg}");
+        let auth = cfg.basic_auth().unwrap().unwrap();
+        assert_eq!(auth.user(), "admin");
+        assert!(!auth.requires_auth("/metrics"));
+        assert!(!format!("{auth:?}").contains("hunter2-secret"));
+        // Unreadable files are named in the error.
+        let e = cfg.tls_server_config().unwrap_err().to_string();
+        assert!(
+            e.starts_with("tls-cert /etc/tidal/cert.pem: cannot read"),
+            "{e}"
+        );
+
+        let d = ServerConfig::from_toml_str("").unwrap();
+        assert!(d.basic_auth().unwrap().is_none());
+        assert!(d.tls_server_config().unwrap().is_none());
+        assert!(d.auth_metrics);
+
+        let err = |t: &str| ServerConfig::from_toml_str(t).unwrap_err().to_string();
+        assert!(err("tls-cert = \"c.pem\"").contains("tls-key is not"));
+        assert!(err("tls-key = \"k.pem\"").contains("tls-cert is not"));
+        assert!(err("auth-user = \"a\"").contains("neither auth-password"));
+        assert!(err("auth-password = \"p\"").contains("auth-user is not"));
+        assert!(
+            err("auth-user = \"a\"\nauth-password = \"p\"\nauth-password-file = \"f\"")
+                .contains("both set")
+        );
+        assert!(err("auth-user = \"a:b\"\nauth-password = \"p\"").contains("':'"));
+        // A bad password is never echoed in a config error.
+        let e = err("auth-user = \"a\"\nauth-password = 5");
+        assert!(e.contains("invalid server config"), "{e}");
+    }
+
+    #[test]
+    fn password_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("pw");
+        std::fs::write(&path, "  file-secret \nignored\n").unwrap();
+        let mut cfg = ServerConfig {
+            auth_user: Some("u".into()),
+            auth_password_file: Some(path.clone()),
+            ..ServerConfig::default()
+        };
+        cfg.validate().unwrap();
+        let auth = cfg.basic_auth().unwrap().unwrap();
+        assert_eq!(
+            auth,
+            BasicAuth::new("u", Secret::new("file-secret")).protect_metrics(true)
+        );
+        cfg.auth_password_file = Some(dir.path().join("missing"));
+        let e = cfg.basic_auth().unwrap_err().to_string();
+        assert!(
+            e.starts_with("auth-password-file ") && e.contains("missing: cannot read"),
+            "{e}"
+        );
+        std::fs::write(&path, "\n").unwrap();
+        cfg.auth_password_file = Some(path);
+        assert!(cfg.basic_auth().unwrap_err().to_string().contains("empty"));
     }
 
     proptest! {
