@@ -17,7 +17,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the embedded TiKV+PD cluster with a workload, a changefeed and live progress.
-    Demo,
+    Demo(Box<commands::demo::DemoArgs>),
     /// Run a long-lived Tidal node: control plane, HTTP API and dataflow workers.
     Server(Box<commands::server::ServerArgs>),
     /// Run the embedded TiKV+PD cluster standalone, with workloads and fault injection.
@@ -25,41 +25,38 @@ enum Command {
     /// Talk to a Tidal server's HTTP API (changefeeds, TSO), like `cdc cli`.
     Cli(Box<commands::cli::CliArgs>),
     /// Run a reproducible end-to-end benchmark and print its figures.
-    Bench,
+    Bench(Box<commands::bench::BenchArgs>),
     /// Compare an upstream snapshot with a downstream, table by table.
     Verify(Box<commands::verify::VerifyArgs>),
 }
 
 impl Command {
-    fn name(&self) -> &'static str {
+    /// The log level used when `RUST_LOG` is not set: the demo draws a live view on the
+    /// terminal, so it only shows warnings; the others log progress.
+    fn default_log_level(&self) -> &'static str {
         match self {
-            Command::Demo => "demo",
-            Command::Server(_) => "server",
-            Command::Sim(_) => "sim",
-            Command::Cli(_) => "cli",
-            Command::Bench => "bench",
-            Command::Verify(_) => "verify",
+            Command::Demo(_) | Command::Cli(_) => "warn",
+            _ => "info",
         }
     }
 }
 
 fn main() -> ExitCode {
+    let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+                tracing_subscriber::EnvFilter::new(cli.command.default_log_level())
+            }),
         )
         .with_writer(std::io::stderr)
         .init();
-    let cli = Cli::parse();
     match cli.command {
+        Command::Demo(args) => commands::demo::run(*args),
         Command::Server(args) => commands::server::run(*args),
         Command::Sim(args) => commands::sim::run(*args),
         Command::Cli(args) => commands::cli::run(*args),
+        Command::Bench(args) => commands::bench::run(*args),
         Command::Verify(args) => commands::verify::run(*args),
-        other => {
-            eprintln!("tidal {}: not implemented yet", other.name());
-            ExitCode::from(2)
-        }
     }
 }

@@ -27,21 +27,6 @@ fn unknown_subcommand_is_a_usage_error() {
     assert!(err.contains("no-such-command"), "{err}");
 }
 
-/// Subcommands whose issues have not landed yet must say so plainly and fail, so that no script
-/// mistakes them for success. Remove a name from this list when its subcommand is built.
-#[test]
-fn unbuilt_subcommands_say_so_and_fail() {
-    for sub in ["demo", "bench"] {
-        let out = tidal().arg(sub).output().unwrap();
-        assert!(!out.status.success(), "`tidal {sub}` exited 0");
-        let err = String::from_utf8(out.stderr).unwrap();
-        assert!(
-            err.contains("not implemented yet"),
-            "`tidal {sub}` said: {err}"
-        );
-    }
-}
-
 /// `tidal sim --help` documents every workload and every fault.
 #[test]
 fn sim_help_lists_workloads_and_faults() {
