@@ -4,6 +4,9 @@
 //! compose its own pipelines.
 #![deny(missing_docs)]
 
+pub mod bench;
+pub mod demo;
+pub mod pipeline;
 pub mod verify;
 
 pub use tidal_control as control;

@@ -164,7 +164,10 @@ fn watermarks_of(feed: &RunningFeed) -> Watermarks {
         checkpoint_ts: w.checkpoint_ts.0,
         resolved_ts: w.resolved_ts.0,
         last_synced_ts: w.last_synced_ts.0,
-        puller_resolved_ts: puller,
+        // The slowest span's resolved ts is a diagnostics sample refreshed every few hundred ms;
+        // the dataflow's own resolved ts is live and never below the checkpoint. The puller has
+        // received at least that much, so never report less.
+        puller_resolved_ts: puller.max(w.resolved_ts.0),
         checksum_ok: feed.handle.checkpoint_persistable(),
     }
 }
