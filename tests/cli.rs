@@ -250,7 +250,10 @@ fn server_rejects_a_bad_config_before_starting() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8(out.stderr).unwrap();
-    assert!(err.contains("--addr") && err.contains("not-an-address"), "{err}");
+    assert!(
+        err.contains("--addr") && err.contains("not-an-address"),
+        "{err}"
+    );
 }
 
 #[test]

@@ -9,7 +9,9 @@ use std::time::Duration;
 
 fn connect(addr: &str) -> TcpStream {
     let stream = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
-    stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
     stream
 }
 
@@ -26,8 +28,14 @@ fn etcd_answers_health_check() {
     .unwrap();
     let mut response = String::new();
     stream.read_to_string(&mut response).unwrap();
-    assert!(response.starts_with("HTTP/1.1 200"), "etcd said: {response}");
-    assert!(response.contains("\"health\":\"true\""), "etcd said: {response}");
+    assert!(
+        response.starts_with("HTTP/1.1 200"),
+        "etcd said: {response}"
+    );
+    assert!(
+        response.contains("\"health\":\"true\""),
+        "etcd said: {response}"
+    );
 }
 
 #[test]
@@ -46,7 +54,10 @@ fn mariadb_sends_protocol_10_greeting() {
     let len = u32::from_le_bytes([header[0], header[1], header[2], 0]) as usize;
     let mut payload = vec![0u8; len];
     stream.read_exact(&mut payload).unwrap();
-    assert_eq!(payload[0], 10, "protocol version byte of the server greeting");
+    assert_eq!(
+        payload[0], 10,
+        "protocol version byte of the server greeting"
+    );
     let version_end = payload[1..].iter().position(|&b| b == 0).unwrap() + 1;
     let version = std::str::from_utf8(&payload[1..version_end]).unwrap();
     assert!(version.contains("MariaDB"), "server version {version}");

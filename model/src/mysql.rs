@@ -116,5 +116,8 @@ pub fn is_string_type(tp: TypeCode) -> bool {
 
 /// True for `DATE`, `DATETIME` and `TIMESTAMP`, whose row bytes are a packed time.
 pub fn is_time_type(tp: TypeCode) -> bool {
-    matches!(tp, TYPE_DATE | TYPE_DATETIME | TYPE_TIMESTAMP | TYPE_NEW_DATE)
+    matches!(
+        tp,
+        TYPE_DATE | TYPE_DATETIME | TYPE_TIMESTAMP | TYPE_NEW_DATE
+    )
 }

@@ -62,9 +62,7 @@ impl ServerArgs {
             cfg.pd = split_list(pd);
         }
         if let Some(addr) = &self.addr {
-            cfg.addr = addr
-                .parse()
-                .map_err(|e| format!("--addr {addr:?}: {e}"))?;
+            cfg.addr = addr.parse().map_err(|e| format!("--addr {addr:?}: {e}"))?;
         }
         if let Some(a) = &self.advertise_addr {
             cfg.advertise_addr = Some(a.clone());
