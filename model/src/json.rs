@@ -875,4 +875,15 @@ mod tests {
             let _ = Json { type_code: tc, value: bytes.clone() }.to_string();
         }
     }
+
+    /// Regression (found by the `json_binary` fuzz target): JSON text with a float did not read
+    /// back bit-exact (serde_json parsed it one ULP off without `float_roundtrip`).
+    #[test]
+    fn regression_float_text_reads_back_bit_exact() {
+        let text = "-6.827906203439687e304";
+        let json: Json = text.parse().unwrap();
+        let again: Json = json.to_text().unwrap().parse().unwrap();
+        assert_eq!(json, again);
+        assert_eq!(json.to_text().unwrap(), again.to_text().unwrap());
+    }
 }

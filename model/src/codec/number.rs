@@ -72,7 +72,16 @@ pub fn decode_uint_desc(input: &[u8]) -> Result<(u64, &[u8]), CodecError> {
 /// `-0.0`, which compares equal to `0.0`) get the sign bit set, negative values are inverted.
 fn float_to_cmp(v: f64) -> u64 {
     let u = v.to_bits();
-    if v >= 0.0 { u | SIGN_MASK } else { !u }
+    // Branch on the sign bit, not on `v >= 0.0`: that comparison is false for every NaN, which
+    // used to turn a positive NaN into a tiny denormal on the way back. Both zeros encode as
+    // `+0.0` (TiDB's normalization).
+    if v == 0.0 {
+        SIGN_MASK
+    } else if u & SIGN_MASK == 0 {
+        u | SIGN_MASK
+    } else {
+        !u
+    }
 }
 
 fn cmp_to_float(u: u64) -> f64 {
@@ -320,5 +329,25 @@ mod tests {
             let _ = decode_varint(&input);
             let _ = decode_uvarint(&input);
         }
+    }
+
+    /// Regression (found by the `keys` fuzz target): a positive NaN was encoded as if negative
+    /// and decoded as the denormal 1.1e-308 instead of NaN.
+    #[test]
+    fn regression_positive_nan_round_trips_as_nan() {
+        for nan in [f64::NAN, -f64::NAN, f64::from_bits(0x7ff8_0000_0000_0001)] {
+            let mut buf = Vec::new();
+            encode_float(&mut buf, nan);
+            let (back, rest) = decode_float(&buf).unwrap();
+            assert!(rest.is_empty());
+            assert_eq!(
+                back.to_bits(),
+                nan.to_bits(),
+                "{nan:?} came back as {back:?}"
+            );
+        }
+        let mut zero = Vec::new();
+        encode_float(&mut zero, -0.0);
+        assert_eq!(decode_float(&zero).unwrap().0.to_bits(), 0.0f64.to_bits());
     }
 }
