@@ -14,6 +14,9 @@
 //!   keyed tables only.
 //! * A column missing from a row (written before an `ADD COLUMN`) takes the column's original
 //!   default, as TiDB reads old rows.
+//! * A TRUNCATE, or a CREATE that reuses a dropped table's name, empties the table: the schema
+//!   file of that table version records the DDL's type, and rows committed at or before it (or
+//!   in older version directories) are discarded.
 //!
 //! Csv options are not recorded in the directory: `include-commit-ts` and `output-old-value`
 //! are detected by trying the four combinations, most informative first.
@@ -97,16 +100,24 @@ impl StorageDownstream {
         let mut keyed: BTreeMap<Vec<Cell>, Vec<Cell>> = BTreeMap::new();
         let mut keyless: BTreeMap<Vec<Cell>, usize> = BTreeMap::new();
         let mut earlier_files_max: Option<u64> = None;
+        let reset = self.last_reset(db, table, ts);
         for file in self
             .content
             .data_files
             .iter()
             .filter(|f| f.schema == db && f.table == table)
         {
+            if reset.is_some_and(|r| file.version < r) {
+                // Written before the table was truncated or re-created: gone upstream.
+                continue;
+            }
             let mut this_file_max: Option<u64> = None;
             for r in &file.rows {
                 if let Some(cts) = r.commit_ts {
-                    if cts > ts || earlier_files_max.is_some_and(|m| cts <= m) {
+                    if cts > ts
+                        || earlier_files_max.is_some_and(|m| cts <= m)
+                        || reset.is_some_and(|reset| cts <= reset)
+                    {
                         continue;
                     }
                     this_file_max = this_file_max.max(Some(cts));
@@ -123,6 +134,21 @@ impl StorageDownstream {
                 .flat_map(|(row, n)| std::iter::repeat_n(row, n))
                 .collect()
         }
+    }
+
+    /// The commit ts of the latest DDL at or below `ts` that emptied `db`.`table` (TRUNCATE, or
+    /// CREATE of a table whose name was used before), from the schema files the sink wrote.
+    fn last_reset(&self, db: &str, table: &str, ts: u64) -> Option<u64> {
+        const CREATE_TABLE: u8 = 3;
+        const TRUNCATE_TABLE: u8 = 11;
+        self.content
+            .schema_files
+            .iter()
+            .map(|f| &f.file)
+            .filter(|f| f.schema == db && f.table == table && f.table_version <= ts)
+            .filter(|f| f.action == TRUNCATE_TABLE || f.action == CREATE_TABLE)
+            .map(|f| f.table_version)
+            .max()
     }
 
     fn cells(&self, cols: &Columns, data: &[(String, Value)]) -> Vec<Cell> {
