@@ -57,6 +57,12 @@ pub fn process_cpu() -> Option<Duration> {
     parse_task_stat(&stat).map(|(_, t)| Duration::from_secs_f64(t as f64 / TICKS_PER_SEC))
 }
 
+/// CPU time (user + system) of the calling thread so far.
+pub fn thread_cpu() -> Option<Duration> {
+    let stat = std::fs::read_to_string("/proc/thread-self/stat").ok()?;
+    parse_task_stat(&stat).map(|(_, t)| Duration::from_secs_f64(t as f64 / TICKS_PER_SEC))
+}
+
 /// Parses `comm` and `utime + stime` (in ticks) out of a `/proc/.../stat` line. The name is in
 /// parentheses and may itself contain spaces or parentheses, so the fields are counted from the
 /// last `)`.

@@ -566,6 +566,21 @@ fn breakdown(
         .collect()
 }
 
+/// Adds the writer thread's own CPU reading when the thread was gone before the breakdown was
+/// taken.
+fn with_writer(mut shares: Vec<CpuShare>, write: &WriteResult) -> Vec<CpuShare> {
+    if let Some(cpu) = write.cpu
+        && !shares.iter().any(|c| c.thread == "bench-writer")
+    {
+        shares.push(CpuShare {
+            thread: "bench-writer".into(),
+            cpu_s: cpu.as_secs_f64(),
+        });
+        shares.sort_by(|a, b| b.cpu_s.total_cmp(&a.cpu_s));
+    }
+    shares
+}
+
 async fn run_sim_only(
     opts: &BenchOptions,
     shape: &Shape,
@@ -634,7 +649,7 @@ async fn run_sim_only(
         latency_max_ms: None,
         latency_samples: 0,
         peak_rss_mib: peak_rss.map(|b| b as f64 / MIB),
-        cpu_breakdown: breakdown(&threads0, &threads1),
+        cpu_breakdown: with_writer(breakdown(&threads0, &threads1), &r.write),
         decode_floor,
         mysql_baseline: None,
     })

@@ -128,6 +128,8 @@ pub struct WriteResult {
     pub elapsed: Duration,
     /// Transactions retried after a conflict.
     pub retries: u64,
+    /// CPU time of the writer thread (sim apply and TiDB encoding), if measurable.
+    pub cpu: Option<Duration>,
 }
 
 /// Where the writer publishes commits as they happen (for the latency sampler).
@@ -154,7 +156,9 @@ pub fn write_rows(
         last_commit_ts: 0,
         elapsed: Duration::ZERO,
         retries: 0,
+        cpu: None,
     };
+    let cpu0 = super::metrics::thread_cpu();
     while seq < rows && !stop.load(Ordering::Relaxed) {
         let n = txn_size.min(rows - seq);
         if let Some(r) = rate.filter(|r| *r > 0) {
@@ -204,6 +208,10 @@ pub fn write_rows(
         res.last_commit_ts = res.last_commit_ts.max(commit_ts);
     }
     res.elapsed = start.elapsed();
+    res.cpu = match (cpu0, super::metrics::thread_cpu()) {
+        (Some(a), Some(b)) => Some(b.saturating_sub(a)),
+        _ => None,
+    };
     Ok(res)
 }
 
