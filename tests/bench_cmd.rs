@@ -2,7 +2,6 @@
 //! real changefeed and real sinks. It checks that every figure of the report is present and
 //! consistent with the workload (exact row and transaction counts); it never asserts speed.
 
-use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
@@ -171,17 +170,4 @@ fn flags_map_to_options() {
     assert_eq!(sim.args.options().mode, BenchMode::SimOnly);
     assert_eq!(sim.args.options().rows, 200_000);
     assert!(Cli::try_parse_from(["bench", "--mode", "sideways"]).is_err());
-}
-
-/// Runs `tidal bench` with the flags in `TIDAL_BENCH_ARGS` (for release measurements while the
-/// subcommand is not wired into the binary):
-/// `TIDAL_BENCH_ARGS="--rows 500000" cargo test --release --test bench_cmd -- --ignored --nocapture`
-#[test]
-#[ignore]
-fn run_from_env() {
-    let flags = std::env::var("TIDAL_BENCH_ARGS").unwrap_or_default();
-    let argv =
-        std::iter::once("bench".to_string()).chain(flags.split_whitespace().map(str::to_string));
-    let cli = Cli::try_parse_from(argv).unwrap();
-    assert_eq!(bench_cli::run(cli.args), ExitCode::SUCCESS);
 }

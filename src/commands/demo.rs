@@ -178,28 +178,4 @@ mod end_to_end {
         #[command(flatten)]
         demo: DemoArgs,
     }
-
-    /// The whole command in-process (tests/demo.rs runs it through the binary once `main.rs`
-    /// dispatches to it); ignored because it starts a cluster.
-    #[test]
-    #[ignore = "starts a whole cluster; run with --ignored"]
-    fn run_exits_zero_when_verified() {
-        let cli = Cli::try_parse_from([
-            "demo",
-            "--duration",
-            "4s",
-            "--tables",
-            "2",
-            "--rows",
-            "100",
-            "--rate",
-            "200",
-            "--no-ddl",
-            "--plain",
-            "--api-addr",
-            "127.0.0.1:0",
-        ])
-        .expect("parse");
-        assert_eq!(run(cli.demo), ExitCode::SUCCESS);
-    }
 }
