@@ -4,6 +4,8 @@
 
 mod support;
 
+use support::{table_spec, upsert};
+
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::Arc;
@@ -25,7 +27,7 @@ use tidal_model::Datum;
 use tidal_model::tablecodec::Handle;
 use tidal_sim::cdc::CdcConfig;
 use tidal_sim::cluster::{SimCluster, SimConfig};
-use tidal_sim::tidb::{ColumnSpec, CommitInfo, PrimaryKey, TableSpec, Tidb, types};
+use tidal_sim::tidb::Tidb;
 use tidal_sinks::encode::reader::RowOp;
 use tidal_sinks::storage::consumer::read_storage_dir;
 use tidal_sinks::uri::{SinkConfig, parse_sink_uri};
@@ -145,40 +147,6 @@ async fn env_with(store: Option<(Arc<dyn MetaStore>, KeyLayout)>) -> Env {
 
 async fn env() -> Env {
     env_with(None).await
-}
-
-fn table_spec(name: &str) -> TableSpec {
-    TableSpec::new(
-        name,
-        vec![
-            ColumnSpec::new("id", types::bigint()).not_null(),
-            ColumnSpec::new("v", types::varchar(64)),
-        ],
-    )
-    .primary_key(PrimaryKey::IntHandle("id".into()))
-}
-
-fn upsert(tidb: &Tidb, rows: &[(i64, &str)]) -> u64 {
-    for _ in 0..20 {
-        let t = tidb.table("test", "t1").expect("table");
-        let mut txn = tidb.begin();
-        for (id, v) in rows {
-            txn.insert(
-                &t,
-                vec![Datum::Int(*id), Datum::Bytes(v.as_bytes().to_vec())],
-            )
-            .expect("insert");
-        }
-        match txn.commit() {
-            Ok(CommitInfo {
-                commit_ts: Some(c), ..
-            }) => return c,
-            Ok(_) => panic!("rolled back"),
-            Err(e) if e.is_retryable() => continue,
-            Err(e) => panic!("commit failed: {e}"),
-        }
-    }
-    panic!("commit kept failing");
 }
 
 impl Env {

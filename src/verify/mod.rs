@@ -21,6 +21,8 @@
 
 mod canon;
 mod compare;
+#[cfg(test)]
+mod fixtures;
 mod mysql;
 mod report;
 mod storage;

@@ -483,8 +483,13 @@ async fn create_changefeed(
             replica_config,
         })
         .await?;
+    info_response(&st, &view)
+}
+
+/// The changefeed detail body that create, get and update all answer with.
+fn info_response(st: &ApiState, view: &crate::service::ChangefeedView) -> ApiResult<Response> {
     Ok(ok_json(&ChangeFeedInfoModel::from_view(
-        &view,
+        view,
         &st.server.address,
     )?))
 }
@@ -504,10 +509,7 @@ async fn get_changefeed(
 ) -> ApiResult<Response> {
     let cf = cf_ref(p, &query(q)?)?;
     let view = st.service.get(&cf).await?;
-    Ok(ok_json(&ChangeFeedInfoModel::from_view(
-        &view,
-        &st.server.address,
-    )?))
+    info_response(&st, &view)
 }
 
 async fn update_changefeed(
@@ -534,10 +536,7 @@ async fn update_changefeed(
             },
         )
         .await?;
-    Ok(ok_json(&ChangeFeedInfoModel::from_view(
-        &view,
-        &st.server.address,
-    )?))
+    info_response(&st, &view)
 }
 
 async fn delete_changefeed(

@@ -34,3 +34,43 @@ pub fn unique_cluster(tag: &str) -> String {
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
     format!("t-{tag}-{}-{nanos}-{n}", std::process::id())
 }
+
+/// `test.<name>`: `id BIGINT NOT NULL` int handle and `v VARCHAR(64)`.
+pub fn table_spec(name: &str) -> tidal_sim::tidb::TableSpec {
+    use tidal_sim::tidb::{ColumnSpec, PrimaryKey, TableSpec, types};
+    TableSpec::new(
+        name,
+        vec![
+            ColumnSpec::new("id", types::bigint()).not_null(),
+            ColumnSpec::new("v", types::varchar(64)),
+        ],
+    )
+    .primary_key(PrimaryKey::IntHandle("id".into()))
+}
+
+/// Upserts `(id, v)` rows into `test.t1` in one transaction (retrying conflicts); returns the
+/// commit ts.
+pub fn upsert(tidb: &tidal_sim::tidb::Tidb, rows: &[(i64, &str)]) -> u64 {
+    use tidal_model::Datum;
+    use tidal_sim::tidb::CommitInfo;
+    for _ in 0..20 {
+        let t = tidb.table("test", "t1").expect("table");
+        let mut txn = tidb.begin();
+        for (id, v) in rows {
+            txn.insert(
+                &t,
+                vec![Datum::Int(*id), Datum::Bytes(v.as_bytes().to_vec())],
+            )
+            .expect("insert");
+        }
+        match txn.commit() {
+            Ok(CommitInfo {
+                commit_ts: Some(c), ..
+            }) => return c,
+            Ok(_) => panic!("rolled back"),
+            Err(e) if e.is_retryable() => continue,
+            Err(e) => panic!("commit failed: {e}"),
+        }
+    }
+    panic!("commit kept failing");
+}
