@@ -695,11 +695,11 @@ fn unreachable_server_is_named() {
 
 #[test]
 fn bad_server_addresses_are_refused() {
-    let (r, _) = run_cli("https://127.0.0.1:8300", &["tso", "query"], "");
+    let (r, _) = run_cli("ftp://127.0.0.1:8300", &["tso", "query"], "");
     assert_eq!(
         r.unwrap_err().to_string(),
-        "[CDC:ErrAPIInvalidParam]server https://127.0.0.1:8300: https is not supported by tidal \
-         cli yet, use http"
+        "[CDC:ErrAPIInvalidParam]server ftp://127.0.0.1:8300: the address must be host:port, \
+         http://host:port or https://host:port"
     );
 }
 

@@ -23,6 +23,7 @@ pub(crate) struct ApiClient {
     base: String,
     timeout: Duration,
     http: reqwest::Client,
+    auth: Option<(String, String)>,
 }
 
 /// TiCDC's error body.
@@ -33,8 +34,27 @@ struct HttpErrorBody {
     error_code: String,
 }
 
-/// Normalizes `--server`: `host:port` gets `http://`, trailing slashes go. Only plain HTTP is
-/// supported by this build, so `https://` is refused up front with a clear message.
+/// How the client proves who it is and whom it trusts: `--ca` for an HTTPS server whose
+/// certificate is not signed by a public authority, `--user`/`--password` for a server with
+/// basic auth. The password never appears in `Debug` output.
+#[derive(Clone, Default)]
+pub(crate) struct ClientSecurity {
+    /// PEM certificates (a CA, or the server's self-signed certificate) to trust for HTTPS.
+    pub(crate) ca_pem: Option<Vec<u8>>,
+    /// Basic-auth user and password.
+    pub(crate) auth: Option<(String, String)>,
+}
+
+impl std::fmt::Debug for ClientSecurity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientSecurity")
+            .field("ca_pem", &self.ca_pem.as_ref().map(|p| p.len()))
+            .field("user", &self.auth.as_ref().map(|(u, _)| u.as_str()))
+            .finish_non_exhaustive()
+    }
+}
+
+/// Normalizes `--server`: `host:port` gets `http://`, trailing slashes go; `https://` is kept.
 pub(crate) fn normalize_server(server: &str) -> Result<String, CliError> {
     let s = server.trim();
     if s.is_empty() {
@@ -49,20 +69,21 @@ pub(crate) fn normalize_server(server: &str) -> Result<String, CliError> {
         format!("http://{s}")
     };
     let lower = with_scheme.to_ascii_lowercase();
-    if lower.starts_with("https://") {
+    let scheme_len = if lower.starts_with("https://") {
+        "https://".len()
+    } else if lower.starts_with("http://") {
+        "http://".len()
+    } else {
         return Err(CliError::new(
             codes::INVALID_PARAM,
-            format!("server {with_scheme}: https is not supported by tidal cli yet, use http"),
+            format!(
+                "server {with_scheme}: the address must be host:port, http://host:port or \
+                 https://host:port"
+            ),
         ));
-    }
-    if !lower.starts_with("http://") {
-        return Err(CliError::new(
-            codes::INVALID_PARAM,
-            format!("server {with_scheme}: the address must be host:port or http://host:port"),
-        ));
-    }
+    };
     let trimmed = with_scheme.trim_end_matches('/');
-    if trimmed.len() <= "http://".len() {
+    if trimmed.len() <= scheme_len {
         return Err(CliError::new(
             codes::INVALID_PARAM,
             format!("server {with_scheme}: missing host"),
@@ -96,22 +117,44 @@ fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
 
 impl ApiClient {
     /// A client of `server` whose requests give up after `timeout`.
-    pub(crate) fn new(server: &str, timeout: Duration) -> Result<Self, CliError> {
+    pub(crate) fn new(
+        server: &str,
+        timeout: Duration,
+        security: &ClientSecurity,
+    ) -> Result<Self, CliError> {
         let base = normalize_server(server)?;
-        let http = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder()
             .connect_timeout(CONNECT_TIMEOUT.min(timeout))
             .timeout(timeout)
-            .build()
-            .map_err(|e| {
+            .use_rustls_tls();
+        if let Some(pem) = &security.ca_pem {
+            let certs = reqwest::Certificate::from_pem_bundle(pem).map_err(|e| {
                 CliError::new(
-                    "CDC:ErrInternalServerError",
-                    format!("cannot build the HTTP client: {e}"),
+                    codes::INVALID_PARAM,
+                    format!("--ca: not a PEM certificate file: {e}"),
                 )
             })?;
+            if certs.is_empty() {
+                return Err(CliError::new(
+                    codes::INVALID_PARAM,
+                    "--ca: the file holds no PEM certificate",
+                ));
+            }
+            for cert in certs {
+                builder = builder.add_root_certificate(cert);
+            }
+        }
+        let http = builder.build().map_err(|e| {
+            CliError::new(
+                "CDC:ErrInternalServerError",
+                format!("cannot build the HTTP client: {e}"),
+            )
+        })?;
         Ok(ApiClient {
             base,
             timeout,
             http,
+            auth: security.auth.clone(),
         })
     }
 
@@ -162,6 +205,9 @@ impl ApiClient {
         let url = format!("{}{path}", self.base);
         tracing::debug!(%method, %url, "calling the Tidal API");
         let mut req = self.http.request(method.clone(), &url);
+        if let Some((user, password)) = &self.auth {
+            req = req.basic_auth(user, Some(password));
+        }
         if let Some(b) = body {
             let bytes = serde_json::to_vec(b).map_err(|e| {
                 CliError::new(
@@ -259,12 +305,34 @@ mod tests {
             "HTTP://cdc:8300"
         );
         assert_eq!(
-            normalize_server("https://cdc:8300").unwrap_err().code,
-            codes::INVALID_PARAM
+            normalize_server("https://cdc:8300/").unwrap(),
+            "https://cdc:8300"
         );
         assert!(normalize_server("").is_err());
         assert!(normalize_server("http://").is_err());
+        assert!(normalize_server("https://").is_err());
         assert!(normalize_server("ftp://x").is_err());
+    }
+
+    #[test]
+    fn a_ca_file_that_is_not_pem_is_refused() {
+        let bad = ClientSecurity {
+            ca_pem: Some(b"not a certificate".to_vec()),
+            auth: None,
+        };
+        let err = ApiClient::new("https://cdc:8300", Duration::from_secs(1), &bad).unwrap_err();
+        assert_eq!(err.code, codes::INVALID_PARAM);
+        assert_eq!(err.message, "--ca: the file holds no PEM certificate");
+    }
+
+    #[test]
+    fn the_password_is_not_in_debug_output() {
+        let s = ClientSecurity {
+            ca_pem: None,
+            auth: Some(("admin".into(), "hunter2-secret".into())),
+        };
+        let dbg = format!("{s:?}");
+        assert!(dbg.contains("admin") && !dbg.contains("hunter2"), "{dbg}");
     }
 
     #[test]
@@ -279,7 +347,12 @@ mod tests {
         // The kernel completes the handshake, but nobody ever answers.
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = l.local_addr().unwrap().port();
-        let c = ApiClient::new(&format!("127.0.0.1:{port}"), Duration::from_secs(1)).unwrap();
+        let c = ApiClient::new(
+            &format!("127.0.0.1:{port}"),
+            Duration::from_secs(1),
+            &ClientSecurity::default(),
+        )
+        .unwrap();
         let started = std::time::Instant::now();
         let e = c
             .call(Method::GET, "/api/v2/changefeeds", None)
@@ -304,7 +377,12 @@ mod tests {
             let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
             l.local_addr().unwrap().port()
         };
-        let c = ApiClient::new(&format!("127.0.0.1:{port}"), Duration::from_secs(5)).unwrap();
+        let c = ApiClient::new(
+            &format!("127.0.0.1:{port}"),
+            Duration::from_secs(5),
+            &ClientSecurity::default(),
+        )
+        .unwrap();
         let e = c.call(Method::POST, "/api/v2/tso", None).await.unwrap_err();
         assert_eq!(e.code, codes::SERVER_UNREACHABLE);
         assert!(

@@ -23,7 +23,7 @@ use std::time::Duration;
 
 use clap::{Args, Subcommand};
 
-use client::ApiClient;
+use client::{ApiClient, ClientSecurity};
 
 /// TiCDC's default server address (`cdc server` listens on 8300).
 pub const DEFAULT_SERVER: &str = "http://127.0.0.1:8300";
@@ -31,9 +31,21 @@ pub const DEFAULT_SERVER: &str = "http://127.0.0.1:8300";
 /// Talk to a Tidal server's HTTP API (changefeeds, TSO), like `cdc cli`.
 #[derive(Debug, Args)]
 pub struct CliArgs {
-    /// Address of the Tidal server's HTTP API (`host:port` or `http://host:port`).
+    /// Address of the Tidal server's HTTP API (`host:port`, `http://host:port` or
+    /// `https://host:port`).
     #[arg(long, env = "TIDAL_SERVER", default_value = DEFAULT_SERVER, global = true)]
     pub server: String,
+    /// PEM file with the certificate(s) to trust for an `https://` server (its CA, or its
+    /// self-signed certificate), in addition to the system's.
+    #[arg(long, value_name = "FILE", global = true)]
+    pub ca: Option<std::path::PathBuf>,
+    /// User for a server that requires HTTP basic auth.
+    #[arg(long, env = "TIDAL_USER", global = true)]
+    pub user: Option<String>,
+    /// Password for `--user` (better: the TIDAL_PASSWORD environment variable, which does not
+    /// show in the process list).
+    #[arg(long, env = "TIDAL_PASSWORD", hide_env_values = true, global = true)]
+    pub password: Option<String>,
     /// Log level of the client (debug, info, warn, error).
     #[arg(long, default_value = "warn", global = true)]
     pub log_level: String,
@@ -197,7 +209,8 @@ pub fn run_with(args: CliArgs, io: &mut Io<'_>) -> Result<(), CliError> {
                     format!("cannot start the runtime: {e}"),
                 )
             })?;
-        let client = ApiClient::new(&args.server, Duration::from_secs(args.timeout))?;
+        let security = client_security(&args)?;
+        let client = ApiClient::new(&args.server, Duration::from_secs(args.timeout), &security)?;
         runtime.block_on(async {
             match args.command {
                 CliCommand::Changefeed(cmd) => changefeed::run(&client, cmd, io).await,
@@ -205,6 +218,36 @@ pub fn run_with(args: CliArgs, io: &mut Io<'_>) -> Result<(), CliError> {
             }
         })
     })
+}
+
+/// The `--ca`, `--user` and `--password` flags as a [`ClientSecurity`].
+fn client_security(args: &CliArgs) -> Result<ClientSecurity, CliError> {
+    let ca_pem = match &args.ca {
+        Some(path) => Some(std::fs::read(path).map_err(|e| {
+            CliError::new(
+                codes::INVALID_PARAM,
+                format!("--ca {}: {e}", path.display()),
+            )
+        })?),
+        None => None,
+    };
+    let auth = match (&args.user, &args.password) {
+        (Some(user), Some(password)) => Some((user.clone(), password.clone())),
+        (Some(_), None) => {
+            return Err(CliError::new(
+                codes::INVALID_PARAM,
+                "--user needs a password (--password or TIDAL_PASSWORD)",
+            ));
+        }
+        (None, Some(_)) => {
+            return Err(CliError::new(
+                codes::INVALID_PARAM,
+                "--password given without --user",
+            ));
+        }
+        (None, None) => None,
+    };
+    Ok(ClientSecurity { ca_pem, auth })
 }
 
 fn parse_log_level(s: &str) -> Result<tracing::Level, CliError> {
