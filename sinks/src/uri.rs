@@ -80,13 +80,54 @@ pub fn parse_sink_uri(uri: &str) -> Result<SinkConfig, SinkError> {
     }
 }
 
-/// Replaces the password in a URI with `xxxxx`, as TiCDC prints sink URIs.
+/// Replaces the password in a URI with `xxxxx`, as TiCDC prints sink URIs, and likewise the value
+/// of every query parameter that names a secret (`password`, `sasl-password`, `secret-access-key`,
+/// `access-key`, `account-key`, `sas-token`, anything with "password", "secret", "token" or
+/// "credential" in its name).
 ///
 /// Works on the text as given (it does not need the URI to parse, and keeps everything else
 /// byte for byte), so it is safe to call on whatever a user typed. The user-info part ends at the
 /// last `@` before the query; if a malformed URI has an `@` only after a `?` or `#`, everything
 /// up to the first `@` is treated as user info, masking too much rather than too little.
 pub fn mask_password(uri: &str) -> String {
+    let masked = mask_userinfo(uri);
+    match masked.find('?') {
+        Some(q) => {
+            let (head, query) = masked.split_at(q + 1);
+            format!("{head}{}", mask_secret_params(query))
+        }
+        None => masked,
+    }
+}
+
+/// Whether a query parameter's value is a secret.
+fn is_secret_param(name: &str) -> bool {
+    let n = name.to_ascii_lowercase().replace('_', "-");
+    ["password", "secret", "token", "credential"]
+        .iter()
+        .any(|w| n.contains(w))
+        || n.ends_with("access-key")
+        || n.ends_with("account-key")
+}
+
+/// Masks the values of secret parameters in a query string (`a=1&password=x#frag`).
+fn mask_secret_params(query: &str) -> String {
+    let (params, fragment) = match query.find('#') {
+        Some(h) => query.split_at(h),
+        None => (query, ""),
+    };
+    let parts: Vec<String> = params
+        .split('&')
+        .map(|kv| match kv.split_once('=') {
+            Some((k, v)) if is_secret_param(k) && !v.is_empty() => format!("{k}=xxxxx"),
+            _ => kv.to_string(),
+        })
+        .collect();
+    format!("{}{fragment}", parts.join("&"))
+}
+
+/// The `user:password@` part of a URI with the password masked.
+fn mask_userinfo(uri: &str) -> String {
     let Some(scheme_end) = uri.find("://") else {
         return uri.to_string();
     };
@@ -209,6 +250,21 @@ mod tests {
             "mysql://root@127.0.0.1:3306/"
         );
         assert_eq!(mask_password("blackhole://"), "blackhole://");
+        // Secrets passed as query parameters are masked too; other parameters are kept.
+        assert_eq!(
+            mask_password(
+                "kafka://u:p@h:9092/t?sasl-user=u&sasl-password=pw&protocol=canal-json#x"
+            ),
+            "kafka://u:xxxxx@h:9092/t?sasl-user=u&sasl-password=xxxxx&protocol=canal-json#x"
+        );
+        assert_eq!(
+            mask_password("s3://b/p?access-key=AK&secret-access-key=SK&Token=T&region=r"),
+            "s3://b/p?access-key=xxxxx&secret-access-key=xxxxx&Token=xxxxx&region=r"
+        );
+        assert_eq!(
+            mask_password("mysql://h:3306/?password=p&ssl-ca=/ca.pem"),
+            "mysql://h:3306/?password=xxxxx&ssl-ca=/ca.pem"
+        );
         assert_eq!(mask_password("not a uri"), "not a uri");
         // A password holding '@' and '/' is masked whole.
         assert_eq!(
