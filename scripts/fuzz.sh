@@ -44,13 +44,19 @@ BUILD_ARGS=(-s "$SANITIZER")
 if [[ -n ${TIDAL_FUZZ_TARGET_DIR:-} ]]; then
     BUILD_ARGS+=(--target-dir "$TIDAL_FUZZ_TARGET_DIR")
 fi
-# api_json needs the control plane, behind the `control` feature.
-needs_control=0
+# Each target group needs its own crates (see the features in fuzz/Cargo.toml); build only
+# what the requested targets need, so a run of the codec targets stays small.
+features=()
 for t in "${TARGETS[@]}"; do
-    [[ $t == api_json ]] && needs_control=1
+    case $t in
+        matcher | cdc_event) features+=(cdc) ;;
+        canal_json_reader | csv_reader) features+=(readers) ;;
+        api_json) features+=(control) ;;
+    esac
 done
-if [[ $needs_control -eq 1 ]]; then
-    BUILD_ARGS+=(--features control)
+BUILD_ARGS+=(--no-default-features)
+if [[ ${#features[@]} -gt 0 ]]; then
+    BUILD_ARGS+=(--features "$(printf '%s\n' "${features[@]}" | sort -u | paste -sd, -)")
 fi
 
 echo "fuzz: building ${#TARGETS[@]} target(s)"
