@@ -9,6 +9,10 @@
 //! save each changefeed's last durable checkpoint and stop its dataflow, revoke the owner lease,
 //! then close the API.
 //!
+//! With `hosts` and `process` (and etcd) the node is one process of a multi-process cluster:
+//! every changefeed's dataflow then runs over all live processes (see
+//! [`crate::coordinator::cluster`]).
+//!
 //! With `tls-cert`/`tls-key` the API is served over HTTPS only; with `auth-user` it requires
 //! HTTP basic auth (see [`crate::api::auth`]). Both are loaded before anything else starts, so
 //! a missing or invalid certificate, key or password file refuses the start with an error
@@ -28,7 +32,7 @@ pub use config::{ServerConfig, normalize_log_level, parse_duration, split_list};
 
 use crate::api::tls::TlsListener;
 use crate::api::{ApiState, Liveness, LogControl, ServerInfo, router};
-use crate::coordinator::{Coordinator, CoordinatorConfig};
+use crate::coordinator::{ClusterMembership, Coordinator, CoordinatorConfig};
 use crate::gc::{GcConfig, GcManager, PdApi, cluster_service_id};
 use crate::meta::{EmbeddedStore, EtcdStore, KeyLayout, MetaError, MetaStore};
 use crate::metrics::{Metrics, MetricsUpdater};
@@ -205,24 +209,40 @@ impl Server {
             },
         ));
         let capture_id = generate_changefeed_id();
-        let coordinator = Coordinator::start_with_metrics(
-            Arc::clone(&service),
-            Arc::clone(&pd),
-            CoordinatorConfig {
-                workers: cfg.workers,
-                checkpoint_interval: cfg.checkpoint_interval,
-                resync_interval: Duration::from_secs(1),
-                gc_tick: cfg.gc_tick,
-                backoff_initial: cfg.backoff_initial,
-                backoff_max: cfg.backoff_max,
-                election: cfg.etcd.is_some(),
-                session_ttl: cfg.session_ttl,
-                capture_id: capture_id.clone(),
-                advertise_addr: advertise.clone(),
-                start_timeout: Duration::from_secs(60),
-            },
-            Some(metrics.clone()),
-        );
+        let coordinator_cfg = CoordinatorConfig {
+            workers: cfg.workers,
+            checkpoint_interval: cfg.checkpoint_interval,
+            resync_interval: Duration::from_secs(1),
+            gc_tick: cfg.gc_tick,
+            backoff_initial: cfg.backoff_initial,
+            backoff_max: cfg.backoff_max,
+            election: cfg.etcd.is_some(),
+            session_ttl: cfg.session_ttl,
+            capture_id: capture_id.clone(),
+            advertise_addr: advertise.clone(),
+            start_timeout: Duration::from_secs(60),
+        };
+        let coordinator = match (&cfg.hosts, cfg.process) {
+            (Some(hosts), Some(process)) => {
+                tracing::info!(process, ?hosts, "one process of a multi-process cluster");
+                Coordinator::start_cluster(
+                    Arc::clone(&service),
+                    Arc::clone(&pd),
+                    coordinator_cfg,
+                    Some(metrics.clone()),
+                    ClusterMembership {
+                        process,
+                        hosts: hosts.clone(),
+                    },
+                )
+            }
+            _ => Coordinator::start_with_metrics(
+                Arc::clone(&service),
+                Arc::clone(&pd),
+                coordinator_cfg,
+                Some(metrics.clone()),
+            ),
+        };
 
         let mut api = ApiState::new(
             Arc::clone(&service),

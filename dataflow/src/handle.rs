@@ -1,4 +1,19 @@
 //! [`ChangefeedHandle`]: the control plane's view of a running changefeed in this process.
+//!
+//! Stopping a single-process run joins its workers. Stopping one process of a cluster cannot
+//! be allowed to hang on a peer. What timely 0.32 does when a peer goes away: a receive thread
+//! that reads EOF without the peer's clean-shutdown message (the peer was killed), or a send
+//! thread whose write fails, panics ("timely communication error"); the panic poisons the
+//! queues it shares with the workers, so the workers panic on their next receive or send to
+//! that peer. A peer that stops *cleanly* sends its shutdown message, after which the survivor
+//! neither fails nor progresses (the peer's capabilities are never released), and the stopped
+//! side's receive thread waits for the survivor's shutdown message for ever.
+//!
+//! So stopping a cluster run: ask the workers to stop, wait (bounded) for them to end, then
+//! shut down the run's sockets — the survivors' next write fails, which fails their run, and
+//! our own network threads end — and join everything on a separate thread that catches the
+//! network threads' panics. If that is not done within the run's `teardown_timeout`, the
+//! threads are abandoned (left to end on their own) and the stop returns; this is logged.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -26,6 +41,10 @@ pub struct Watermarks {
 pub struct ChangefeedHandle {
     shared: Arc<Shared>,
     guards: Mutex<Option<WorkerGuards<()>>>,
+    /// `Some` for one process of a cluster: the longest a stop waits for the threads.
+    teardown: Option<Duration>,
+    /// A cluster run's peer connections (clones), shut down when the run stops.
+    sockets: Mutex<Vec<std::net::TcpStream>>,
 }
 
 impl std::fmt::Debug for ChangefeedHandle {
@@ -38,10 +57,16 @@ impl std::fmt::Debug for ChangefeedHandle {
 }
 
 impl ChangefeedHandle {
-    pub(crate) fn new(shared: Arc<Shared>, guards: WorkerGuards<()>) -> ChangefeedHandle {
+    pub(crate) fn new(
+        shared: Arc<Shared>,
+        (guards, sockets): (WorkerGuards<()>, Vec<std::net::TcpStream>),
+        teardown: Option<Duration>,
+    ) -> ChangefeedHandle {
         ChangefeedHandle {
             shared,
             guards: Mutex::new(Some(guards)),
+            teardown,
+            sockets: Mutex::new(sockets),
         }
     }
 
@@ -84,19 +109,24 @@ impl ChangefeedHandle {
         self.shared.error()
     }
 
-    /// Span-set checksum state of each local worker, by global worker index.
+    /// Span-set checksum state of each local worker, by global worker index; on the process
+    /// hosting worker 0 of a cluster, also the states the other processes' workers reported.
     pub fn checksum_states(&self) -> Vec<(usize, ChecksumState)> {
         self.shared.aggregate();
         self.shared.checksum_states()
     }
 
-    /// True if the checkpoint may be persisted: no error and every local worker MATCHes.
+    /// True if the checkpoint may be persisted: no error and every worker of the run MATCHes
+    /// (in a cluster only the process hosting worker 0 hears from every worker).
     pub fn checkpoint_persistable(&self) -> bool {
-        self.error().is_none()
-            && self
-                .checksum_states()
-                .iter()
-                .all(|(_, s)| *s == ChecksumState::Match)
+        self.persistable_checkpoint().is_some()
+    }
+
+    /// The checkpoint that may be persisted, `None` while [`Self::checkpoint_persistable`] is
+    /// false. In a single process it is [`Self::checkpoint_ts`]; in a cluster it is also capped
+    /// by the checkpoint each remote worker's process published while that worker MATCHed.
+    pub fn persistable_checkpoint(&self) -> Option<Ts> {
+        self.shared.persistable_checkpoint()
     }
 
     /// The `n` spans with the smallest resolved ts (ties: smallest released ts), with the
@@ -176,13 +206,67 @@ impl ChangefeedHandle {
 
     fn shutdown(&self) {
         self.shared.stop.store(true, Ordering::Release);
-        if let Some(g) = self.guards.lock().take() {
+        let guards = self.guards.lock().take();
+        if let Some(timeout) = self.teardown {
+            if let Some(g) = guards {
+                self.teardown_cluster(g, timeout);
+            }
+            return;
+        }
+        if let Some(g) = guards {
             // Workers park for at most `idle_park`, then see the flag.
             let results = g.join();
             for r in results {
                 if let Err(e) = r {
                     tracing::error!(changefeed = %self.shared.id, error = %e, "worker panicked");
                 }
+            }
+        }
+    }
+}
+
+impl ChangefeedHandle {
+    /// Joins a cluster run's threads on a thread of its own, waiting at most `timeout`.
+    fn teardown_cluster(&self, guards: WorkerGuards<()>, timeout: Duration) {
+        let id = self.shared.id.clone();
+        let sockets = std::mem::take(&mut *self.sockets.lock());
+        let (tx, rx) = std::sync::mpsc::channel();
+        let spawned = std::thread::Builder::new()
+            .name("tidal-teardown".into())
+            .spawn(move || {
+                // The workers see the stop flag within their park time; give them half the
+                // budget, then break the connections either way.
+                let deadline = Instant::now() + timeout / 2;
+                while !guards.guards().iter().all(|h| h.is_finished()) && Instant::now() < deadline
+                {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                for s in &sockets {
+                    let _ = s.shutdown(std::net::Shutdown::Both);
+                }
+                // Joining the workers, then dropping the network threads' guard (which panics
+                // if one of them panicked, e.g. on a vanished peer).
+                let r =
+                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || guards.join()));
+                let _ = tx.send(r);
+            });
+        if let Err(e) = spawned {
+            tracing::error!(changefeed = %id, error = %e, "cannot start the teardown thread; abandoning the workers");
+            return;
+        }
+        match rx.recv_timeout(timeout) {
+            Ok(Ok(results)) => {
+                for r in results {
+                    if let Err(e) = r {
+                        tracing::warn!(changefeed = %id, error = %e, "worker ended with a panic");
+                    }
+                }
+            }
+            Ok(Err(_)) => {
+                tracing::warn!(changefeed = %id, "network threads ended with a panic (a peer went away)");
+            }
+            Err(_) => {
+                tracing::warn!(changefeed = %id, ?timeout, "cluster run did not stop in time; its threads are abandoned");
             }
         }
     }

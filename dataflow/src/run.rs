@@ -13,10 +13,27 @@
 //!
 //! `[stage]` is the optional [`UserStage`](crate::spec::UserStage); the resolved probe sits
 //! before it, so resolved-ts does not depend on what the stage does.
+//!
+//! A multi-process run (`RunConfig::cluster`) connects its processes itself ([`connect_peers`]:
+//! a handshake carrying the run's token, and a deadline) and hands the sockets to timely's
+//! network layer, instead of timely's own set-up that retries forever, prints to stdout and
+//! panics on a stranger's connection. Such a run also carries a small side stream: every
+//! worker sends its span-set checksum state and its process's checkpoint to worker 0, so the
+//! process hosting worker 0 (the coordinator's) knows whether *every* worker MATCHes before it
+//! persists a checkpoint. A worker that panics (timely's answer to a vanished peer) records
+//! the panic as the changefeed's error before its thread ends.
 
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream, ToSocketAddrs};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
 
+use timely::communication::allocator::zero_copy::initialize::initialize_networking_from_sockets;
+use timely::communication::allocator::{AllocatorBuilder, ProcessBuilder};
+use timely::container::CapacityContainerBuilder;
+use timely::dataflow::channels::pact::Exchange;
+use timely::dataflow::operators::generic::{Operator, source};
 use timely::dataflow::operators::vec::Broadcast;
 use timely::dataflow::operators::{ConnectLoop, Feedback, Probe};
 use timely::dataflow::{ProbeHandle, Scope};
@@ -32,9 +49,9 @@ use crate::driver::sink_driver;
 use crate::executor::ddl_executor;
 use crate::handle::ChangefeedHandle;
 use crate::messages::DdlDone;
-use crate::shared::Shared;
+use crate::shared::{ChecksumState, Shared};
 use crate::source::{ddl_source, table_source};
-use crate::spec::{ChangefeedError, ChangefeedSpec, RunConfig, UserStage};
+use crate::spec::{ChangefeedError, ChangefeedSpec, ClusterPeers, RunConfig, UserStage};
 
 /// What every worker of a process shares.
 pub(crate) struct ProcessCtx {
@@ -48,6 +65,8 @@ pub(crate) struct ProcessCtx {
     pub(crate) safe_mode_until: Ts,
     pub(crate) idle_park: std::time::Duration,
     pub(crate) stage: Option<UserStage>,
+    /// `ChangefeedSpec::spill_dir` (see `crate::source` for the layout under it).
+    pub(crate) spill_dir: Option<std::path::PathBuf>,
 }
 
 /// Starts a changefeed in this process: bootstraps the schema store at `spec.start_ts`, then
@@ -98,16 +117,320 @@ pub async fn start_changefeed(
         safe_mode_until: spec.safe_mode_until,
         idle_park: run.idle_park,
         stage: spec.stage.clone(),
+        spill_dir: spec.spill_dir.clone(),
     });
-    let config = run.timely_config();
-    let guards = tokio::task::spawn_blocking(move || {
-        timely::execute(config, move |worker| run_worker(worker, Arc::clone(&ctx)))
-    })
-    .await
-    .map_err(|e| ChangefeedError::Timely(e.to_string()))?
-    .map_err(ChangefeedError::Timely)?;
+    let teardown = run.cluster.as_ref().map(|c| c.teardown_timeout);
+    let guards = match run.cluster.clone() {
+        None => {
+            let config = run.timely_config();
+            tokio::task::spawn_blocking(move || {
+                timely::execute(config, move |worker| {
+                    run_worker_guarded(worker, Arc::clone(&ctx))
+                })
+            })
+            .await
+            .map_err(|e| ChangefeedError::Timely(e.to_string()))?
+            .map_err(ChangefeedError::Timely)
+            .map(|g| (g, Vec::new()))?
+        }
+        Some(peers) => {
+            let workers = run.workers.max(1);
+            tokio::task::spawn_blocking(move || {
+                let sockets = connect_peers(&peers)?;
+                let clones = sockets
+                    .iter()
+                    .flatten()
+                    .map(TcpStream::try_clone)
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|e| io_err(e, "cloning a peer connection"))?;
+                let hooks = timely::communication::Hooks::default();
+                let local = ProcessBuilder::new_typed_vector(
+                    workers,
+                    hooks.refill.clone(),
+                    hooks.spill.clone(),
+                );
+                let (builders, comms) = initialize_networking_from_sockets(
+                    local,
+                    sockets,
+                    peers.process,
+                    workers,
+                    hooks,
+                )
+                .map_err(|e| format!("starting the network threads: {e}"))?;
+                timely::execute::execute_from(
+                    builders.into_iter().map(AllocatorBuilder::Tcp).collect(),
+                    Box::new(comms),
+                    timely::WorkerConfig::default(),
+                    move |worker| run_worker_guarded(worker, Arc::clone(&ctx)),
+                )
+                .map(|g| (g, clones))
+            })
+            .await
+            .map_err(|e| ChangefeedError::Timely(e.to_string()))?
+            .map_err(ChangefeedError::Timely)?
+        }
+    };
     tracing::info!(changefeed = %spec.id, start_ts = spec.start_ts.0, workers = run.workers, "changefeed started");
-    Ok(ChangefeedHandle::new(shared, guards))
+    Ok(ChangefeedHandle::new(shared, guards, teardown))
+}
+
+/// First bytes of a cluster connection: magic, the run's token, the connecting process.
+const HANDSHAKE_MAGIC: u64 = 0x7469_6461_6c2d_7470;
+/// How long one connection attempt or one handshake read may take.
+const HANDSHAKE_STEP: Duration = Duration::from_secs(2);
+
+fn io_err(e: std::io::Error, what: &str) -> String {
+    format!("{what}: {e}")
+}
+
+/// Connects this process to every other process of the run: it dials every lower-indexed
+/// process and accepts every higher-indexed one, each connection confirmed by a handshake
+/// carrying `peers.token` (a connection of another run, or of anything else, is dropped and
+/// does not count). Returns one stream per process, `None` at this process's own index, in
+/// the shape timely's network layer expects; fails once `peers.connect_timeout` has passed.
+pub(crate) fn connect_peers(peers: &ClusterPeers) -> Result<Vec<Option<TcpStream>>, String> {
+    let n = peers.addresses.len();
+    let me = peers.process;
+    if me >= n {
+        return Err(format!("process index {me} is outside the {n} addresses"));
+    }
+    let deadline = Instant::now() + peers.connect_timeout;
+    let listener = if me + 1 < n {
+        Some(bind_until(&peers.addresses[me], deadline)?)
+    } else {
+        None
+    };
+    let lower = peers.addresses[..me].to_vec();
+    let token = peers.token;
+    let dialer = std::thread::Builder::new()
+        .name("tidal-connect".into())
+        .spawn(move || dial_lower(&lower, me, token, deadline))
+        .map_err(|e| io_err(e, "starting the connect thread"))?;
+    let higher = match &listener {
+        Some(l) => accept_higher(l, me, n, token, deadline),
+        None => Ok(Vec::new()),
+    };
+    drop(listener);
+    let lower = dialer
+        .join()
+        .map_err(|_| "the connect thread panicked".to_string())?;
+    let (lower, higher) = (lower?, higher?);
+    let mut out: Vec<Option<TcpStream>> = lower.into_iter().map(Some).collect();
+    out.push(None);
+    out.extend(higher.into_iter().map(Some));
+    for s in out.iter().flatten() {
+        s.set_read_timeout(None)
+            .and_then(|()| s.set_write_timeout(None))
+            .and_then(|()| s.set_nodelay(true))
+            .map_err(|e| io_err(e, "configuring a peer connection"))?;
+    }
+    Ok(out)
+}
+
+/// Binds `addr`, retrying while it is in use (an abandoned earlier run may still hold it).
+fn bind_until(addr: &str, deadline: Instant) -> Result<TcpListener, String> {
+    loop {
+        match TcpListener::bind(addr) {
+            Ok(l) => {
+                l.set_nonblocking(true)
+                    .map_err(|e| io_err(e, "configuring the listener"))?;
+                return Ok(l);
+            }
+            Err(e) if Instant::now() < deadline => {
+                tracing::debug!(%addr, error = %e, "cannot listen yet; retrying");
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            Err(e) => return Err(io_err(e, &format!("listening on {addr}"))),
+        }
+    }
+}
+
+fn read_u64s<const N: usize>(s: &mut TcpStream) -> std::io::Result<[u64; N]> {
+    let mut out = [0u64; N];
+    for v in out.iter_mut() {
+        let mut b = [0u8; 8];
+        s.read_exact(&mut b)?;
+        *v = u64::from_le_bytes(b);
+    }
+    Ok(out)
+}
+
+fn dial_lower(
+    addresses: &[String],
+    me: usize,
+    token: u64,
+    deadline: Instant,
+) -> Result<Vec<TcpStream>, String> {
+    let mut out = Vec::with_capacity(addresses.len());
+    for (index, addr) in addresses.iter().enumerate() {
+        let mut last_error = String::from("no attempt");
+        let stream = loop {
+            if Instant::now() >= deadline {
+                return Err(format!(
+                    "process {index} at {addr} did not accept this run's connection in time ({last_error})"
+                ));
+            }
+            match dial_once(addr, me, token) {
+                Ok(s) => break s,
+                Err(e) => {
+                    last_error = e;
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            }
+        };
+        out.push(stream);
+    }
+    Ok(out)
+}
+
+fn dial_once(addr: &str, me: usize, token: u64) -> Result<TcpStream, String> {
+    let target = addr
+        .to_socket_addrs()
+        .map_err(|e| io_err(e, addr))?
+        .next()
+        .ok_or_else(|| format!("{addr} resolves to nothing"))?;
+    let mut s = TcpStream::connect_timeout(&target, HANDSHAKE_STEP).map_err(|e| io_err(e, addr))?;
+    s.set_read_timeout(Some(HANDSHAKE_STEP))
+        .and_then(|()| s.set_write_timeout(Some(HANDSHAKE_STEP)))
+        .map_err(|e| io_err(e, addr))?;
+    let mut hello = Vec::with_capacity(24);
+    for v in [HANDSHAKE_MAGIC, token, me as u64] {
+        hello.extend_from_slice(&v.to_le_bytes());
+    }
+    s.write_all(&hello).map_err(|e| io_err(e, addr))?;
+    let [ack] = read_u64s::<1>(&mut s).map_err(|e| io_err(e, addr))?;
+    if ack != HANDSHAKE_MAGIC ^ token {
+        return Err(format!("{addr} answered for another run"));
+    }
+    Ok(s)
+}
+
+fn accept_higher(
+    listener: &TcpListener,
+    me: usize,
+    n: usize,
+    token: u64,
+    deadline: Instant,
+) -> Result<Vec<TcpStream>, String> {
+    let mut slots: Vec<Option<TcpStream>> = (me + 1..n).map(|_| None).collect();
+    while slots.iter().any(Option::is_none) {
+        if Instant::now() >= deadline {
+            let missing: Vec<usize> = slots
+                .iter()
+                .enumerate()
+                .filter(|(_, s)| s.is_none())
+                .map(|(i, _)| me + 1 + i)
+                .collect();
+            return Err(format!("processes {missing:?} did not connect in time"));
+        }
+        match listener.accept() {
+            Ok((mut s, from)) => {
+                let checked = s
+                    .set_nonblocking(false)
+                    .and_then(|()| s.set_read_timeout(Some(HANDSHAKE_STEP)))
+                    .and_then(|()| s.set_write_timeout(Some(HANDSHAKE_STEP)))
+                    .and_then(|()| read_u64s::<3>(&mut s));
+                match checked {
+                    Ok([magic, t, p])
+                        if magic == HANDSHAKE_MAGIC
+                            && t == token
+                            && usize::try_from(p).is_ok_and(|p| p > me && p < n) =>
+                    {
+                        let slot = usize::try_from(p).unwrap_or(n) - me - 1;
+                        if s.write_all(&(HANDSHAKE_MAGIC ^ token).to_le_bytes())
+                            .is_ok()
+                        {
+                            slots[slot] = Some(s);
+                        }
+                    }
+                    Ok(_) => tracing::debug!(%from, "refused a connection of another run"),
+                    Err(e) => {
+                        tracing::debug!(%from, error = %e, "a peer connection failed its handshake")
+                    }
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "accept failed; retrying");
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
+    Ok(slots.into_iter().flatten().collect())
+}
+
+/// Runs a worker; if it panics (timely panics on a broken peer connection), records the panic
+/// as the changefeed's error, then lets the panic end the thread.
+fn run_worker_guarded(worker: &mut Worker, ctx: Arc<ProcessCtx>) {
+    let shared = Arc::clone(&ctx.shared);
+    let index = worker.index();
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run_worker(worker, ctx)));
+    if let Err(payload) = r {
+        let msg = payload
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| payload.downcast_ref::<&str>().map(|s| (*s).to_string()))
+            .unwrap_or_else(|| "unknown panic".to_string());
+        shared.fail(ChangefeedError::Timely(format!(
+            "worker {index} stopped: {msg}"
+        )));
+        std::panic::resume_unwind(payload);
+    }
+}
+
+/// The checksum side stream of a cluster run: each worker reports `(worker, state, its
+/// process's checkpoint)` to worker 0 when it changes (and at least every second); worker 0's
+/// process records the reports of the other processes' workers. Its capability is never
+/// connected to the probes, and is dropped once the run completes or stops.
+fn checksum_reports(scope: Scope<'_, u64>, ctx: Arc<ProcessCtx>, done: ProbeHandle<u64>) {
+    const EVERY: Duration = Duration::from_millis(100);
+    const HEARTBEAT: Duration = Duration::from_secs(1);
+    let index = scope.index();
+    let shared = Arc::clone(&ctx.shared);
+    source::<u64, CapacityContainerBuilder<Vec<(u64, u8, u64)>>, _, _>(
+        scope,
+        "ChecksumReports",
+        move |cap, info| {
+            let activator = scope.activator_for(info.address.clone());
+            let mut cap = Some(cap);
+            let mut last: Option<(u64, u8, u64)> = None;
+            let mut last_sent = Instant::now();
+            move |output| {
+                if done.done() || ctx.shared.stop.load(Ordering::Acquire) {
+                    cap = None;
+                    return;
+                }
+                if let Some(c) = cap.as_ref() {
+                    let report = (
+                        index as u64,
+                        ctx.shared.local_state(index).code(),
+                        ctx.shared.checkpoint.load(Ordering::Acquire),
+                    );
+                    if last != Some(report) || last_sent.elapsed() >= HEARTBEAT {
+                        output.session(c).give(report);
+                        last = Some(report);
+                        last_sent = Instant::now();
+                    }
+                }
+                activator.activate_after(EVERY);
+            }
+        },
+    )
+    .sink(
+        Exchange::new(|_: &(u64, u8, u64)| 0u64),
+        "ChecksumCollect",
+        move |(input, _frontier)| {
+            input.for_each(|_cap, data| {
+                for (w, state, ckpt) in data.drain(..) {
+                    if let Ok(w) = usize::try_from(w) {
+                        shared.note_remote(w, ChecksumState::from_code(state), Ts(ckpt));
+                    }
+                }
+            });
+        },
+    );
 }
 
 /// Value of a probe's frontier minus one, or `None` if the frontier is empty.
@@ -134,6 +457,9 @@ fn run_worker(worker: &mut Worker, ctx: Arc<ProcessCtx>) {
                 sink_driver(txns, ddl.clone(), done_loop, Arc::clone(&ctx)).probe_with(&cp);
             let done = ddl_executor(ddl, flushed, Arc::clone(&ctx)).probe_with(&cp);
             done.broadcast().connect_loop(done_handle);
+            if ctx.shared.peers > ctx.shared.local_workers.len() {
+                checksum_reports(scope, Arc::clone(&ctx), cp.clone());
+            }
         });
     }
     let shared = &ctx.shared;

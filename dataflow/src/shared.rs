@@ -13,6 +13,12 @@
 //!   what the worker thinks it hosts): a worker that silently lost a span would otherwise let
 //!   the frontier pass data nobody wrote;
 //! - after an error nothing is raised any more.
+//!
+//! In a multi-process cluster a process only sees its own workers' slots. Every worker then
+//! also sends its checksum state, with the checkpoint its process vouches for, to worker 0
+//! inside the dataflow (see `run`); the process hosting worker 0 keeps them as *remote*
+//! states, and [`Shared::persistable_checkpoint`] is the checkpoint that every worker of the
+//! cluster vouches for — `None` while any of them is not MATCH or has not reported.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -34,6 +40,26 @@ pub enum ChecksumState {
     Mismatch,
     /// The worker hosts exactly the spans it should.
     Match,
+}
+
+impl ChecksumState {
+    /// A one-byte code, for the reports that cross processes.
+    pub(crate) fn code(self) -> u8 {
+        match self {
+            ChecksumState::Uninitialized => 0,
+            ChecksumState::Mismatch => 1,
+            ChecksumState::Match => 2,
+        }
+    }
+
+    /// Back from [`ChecksumState::code`]; unknown codes read as `Uninitialized`.
+    pub(crate) fn from_code(code: u8) -> ChecksumState {
+        match code {
+            1 => ChecksumState::Mismatch,
+            2 => ChecksumState::Match,
+            _ => ChecksumState::Uninitialized,
+        }
+    }
 }
 
 /// What one worker last published.
@@ -93,6 +119,12 @@ pub struct Stats {
     pub inflight_bytes: AtomicU64,
     /// Times a source skipped pulling because the sink was behind.
     pub throttled: AtomicU64,
+    /// Bytes of decoded transactions waiting in the sink drivers (not yet handed to the sink).
+    pub queued_bytes: AtomicU64,
+    /// Row bytes written to spill files.
+    pub spilled_bytes: AtomicU64,
+    /// Spill files created.
+    pub spill_files: AtomicU64,
 }
 
 /// A snapshot of [`Stats`].
@@ -116,6 +148,12 @@ pub struct StatsSnapshot {
     pub inflight_bytes: u64,
     /// Times a source held back because the sink was behind.
     pub throttled: u64,
+    /// Bytes waiting in the sink drivers now.
+    pub queued_bytes: u64,
+    /// Row bytes written to spill files so far.
+    pub spilled_bytes: u64,
+    /// Spill files created so far.
+    pub spill_files: u64,
 }
 
 impl Stats {
@@ -132,6 +170,9 @@ impl Stats {
             barrier_messages: l(&self.barrier_messages),
             inflight_bytes: l(&self.inflight_bytes),
             throttled: l(&self.throttled),
+            queued_bytes: l(&self.queued_bytes),
+            spilled_bytes: l(&self.spilled_bytes),
+            spill_files: l(&self.spill_files),
         }
     }
 }
@@ -163,6 +204,9 @@ pub(crate) struct Shared {
     slots: Mutex<BTreeMap<usize, WorkerSlot>>,
     expected: Mutex<HashMap<(usize, Ts), SpanSetFingerprint>>,
     states: Mutex<BTreeMap<usize, ChecksumState>>,
+    /// Checksum states other processes' workers reported (on worker 0's process), with the
+    /// checkpoint their process published at the time.
+    remote: Mutex<BTreeMap<usize, (ChecksumState, Ts)>>,
     error: Mutex<Option<ChangefeedError>>,
     pub(crate) spans: Mutex<HashMap<u128, SpanProgress>>,
     pub(crate) sabotage: Mutex<Sabotage>,
@@ -218,6 +262,7 @@ impl Shared {
             slots: Mutex::new(slots),
             expected: Mutex::new(HashMap::new()),
             states: Mutex::new(states),
+            remote: Mutex::new(BTreeMap::new()),
             error: Mutex::new(None),
             spans: Mutex::new(HashMap::new()),
             sabotage: Mutex::new(Sabotage::default()),
@@ -320,8 +365,63 @@ impl Shared {
         }
     }
 
+    /// Local workers' states, plus (on worker 0's process of a cluster) the states the other
+    /// processes' workers reported.
     pub(crate) fn checksum_states(&self) -> Vec<(usize, ChecksumState)> {
-        self.states.lock().iter().map(|(w, s)| (*w, *s)).collect()
+        let mut all: BTreeMap<usize, ChecksumState> = self
+            .remote
+            .lock()
+            .iter()
+            .map(|(w, (s, _))| (*w, *s))
+            .collect();
+        all.extend(self.states.lock().iter().map(|(w, s)| (*w, *s)));
+        all.into_iter().collect()
+    }
+
+    /// The last computed state of local worker `worker`.
+    pub(crate) fn local_state(&self, worker: usize) -> ChecksumState {
+        self.states
+            .lock()
+            .get(&worker)
+            .copied()
+            .unwrap_or(ChecksumState::Uninitialized)
+    }
+
+    /// Records a report of another process's worker. Reports about local workers, or about
+    /// workers that do not exist, are ignored.
+    pub(crate) fn note_remote(&self, worker: usize, state: ChecksumState, checkpoint: Ts) {
+        if worker >= self.peers || self.local_workers.contains(&worker) {
+            return;
+        }
+        self.remote.lock().insert(worker, (state, checkpoint));
+    }
+
+    /// The checkpoint every worker of the cluster vouches for: this process's checkpoint,
+    /// capped by what each remote worker's process published while that worker MATCHed.
+    /// `None` after an error, or while any worker (local or remote) is not MATCH or has not
+    /// reported. In a single process: the checkpoint, while every worker MATCHes.
+    pub(crate) fn persistable_checkpoint(&self) -> Option<Ts> {
+        if self.has_failed() {
+            return None;
+        }
+        self.aggregate();
+        if self
+            .states
+            .lock()
+            .values()
+            .any(|s| *s != ChecksumState::Match)
+        {
+            return None;
+        }
+        let mut ckpt = Ts(self.checkpoint.load(Ordering::Acquire));
+        let remote = self.remote.lock();
+        for w in (0..self.peers).filter(|w| !self.local_workers.contains(w)) {
+            match remote.get(&w) {
+                Some((ChecksumState::Match, c)) => ckpt = ckpt.min(*c),
+                _ => return None,
+            }
+        }
+        Some(ckpt)
     }
 
     pub(crate) fn note_synced(&self, ts: Ts) {

@@ -106,6 +106,11 @@ pub struct ChangefeedSpec {
     /// The caller's own operators between decoding and the sink driver (see [`UserStage`]);
     /// `None` sends decoded transactions straight to the sink.
     pub stage: Option<UserStage>,
+    /// Where rows that do not fit in the memory quota are spilled (see [`crate::spill`]): each
+    /// worker writes into `<spill_dir>/<changefeed id>/w<worker>`, emptied at start and removed
+    /// when the changefeed stops. `None`: a directory under the system's temp dir, unique to
+    /// this process and changefeed. The server passes `<data-dir>/spill`.
+    pub spill_dir: Option<std::path::PathBuf>,
 }
 
 impl std::fmt::Debug for ChangefeedSpec {
@@ -147,17 +152,47 @@ impl ChangefeedSpec {
             max_inflight_bytes: 256 << 20,
             safe_mode_until: start_ts,
             stage: None,
+            spill_dir: None,
         }
     }
 }
 
 /// The process's part of a timely cluster, for multi-process runs.
+///
+/// The processes connect to each other themselves (not through timely's own connection
+/// set-up, which retries forever and trusts whatever connects): each process listens on its
+/// address, connects to every lower-indexed one, and both sides check a handshake carrying
+/// `token`, so a connection left over from another run (another generation of the same
+/// changefeed on a reused port) is refused instead of joining this one. If the cluster is not
+/// complete within `connect_timeout` the start fails with [`ChangefeedError::Timely`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClusterPeers {
     /// This process's index in `addresses`.
     pub process: usize,
     /// `host:port` of every process, in process order (the same list everywhere).
     pub addresses: Vec<String>,
+    /// Identifies this run: every process of the run must use the same value, and processes
+    /// of different runs never connect (the server uses the changefeed's epoch).
+    pub token: u64,
+    /// Longest time to wait for every peer to connect.
+    pub connect_timeout: Duration,
+    /// Longest time stopping the run waits for its worker and network threads; after that
+    /// they are abandoned (left to finish on their own) and the stop returns. A peer that
+    /// vanished or hangs must never hang the process that stops.
+    pub teardown_timeout: Duration,
+}
+
+impl ClusterPeers {
+    /// Process `process` of a cluster at `addresses`, token 0, 60 s to connect, 10 s to stop.
+    pub fn new(process: usize, addresses: Vec<String>) -> ClusterPeers {
+        ClusterPeers {
+            process,
+            addresses,
+            token: 0,
+            connect_timeout: Duration::from_secs(60),
+            teardown_timeout: Duration::from_secs(10),
+        }
+    }
 }
 
 /// Where the changefeed's workers run.

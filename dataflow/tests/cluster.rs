@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
-use tidal_dataflow::{ChangefeedSpec, ClusterPeers, RunConfig, start_changefeed};
+use tidal_dataflow::{ChangefeedSpec, ChecksumState, ClusterPeers, RunConfig, start_changefeed};
 use tidal_model::Ts;
 use tidal_sim::export::snapshot_tables;
 use tidal_sim::tidb::{ColumnSpec, types};
@@ -32,6 +32,18 @@ fn free_port() -> u16 {
         .port()
 }
 
+fn cluster_run(process: usize, addresses: &[String], token: u64) -> RunConfig {
+    let mut peers = ClusterPeers::new(process, addresses.to_vec());
+    peers.token = token;
+    peers.connect_timeout = Duration::from_secs(30);
+    peers.teardown_timeout = Duration::from_secs(5);
+    RunConfig {
+        workers: 2,
+        cluster: Some(peers),
+        idle_park: Duration::from_millis(20),
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_processes_replicate_like_one() {
     let e = env().await;
@@ -49,14 +61,7 @@ async fn two_processes_replicate_like_one() {
     let mut starts = Vec::new();
     for (p, sink) in sinks.iter().enumerate() {
         let spec = ChangefeedSpec::new("cluster-cf", Arc::clone(&e.pd), start_ts, sink.clone());
-        let run = RunConfig {
-            workers: 2,
-            cluster: Some(ClusterPeers {
-                process: p,
-                addresses: addresses.clone(),
-            }),
-            idle_park: Duration::from_millis(20),
-        };
+        let run = cluster_run(p, &addresses, 7);
         starts.push(tokio::spawn(start_changefeed(spec, run)));
     }
     let mut handles = StopAll(Vec::new());
@@ -83,9 +88,33 @@ async fn two_processes_replicate_like_one() {
     }
     for h in &handles.0 {
         wait_checkpoint(h, last, 60).await;
-        assert_eq!(h.checksum_states().len(), 2);
-        assert!(h.checkpoint_persistable());
     }
+    // Worker 0's process hears every worker's span-set checksum (the side stream); the other
+    // process knows only its own workers, so only process 0 may persist a checkpoint.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while handles.0[0]
+        .persistable_checkpoint()
+        .is_none_or(|c| c < last)
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{:?}",
+            handles.0[0].checksum_states()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        handles.0[0].checksum_states(),
+        (0..4)
+            .map(|w| (w, ChecksumState::Match))
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(
+        handles.0[1].checksum_states(),
+        vec![(2, ChecksumState::Match), (3, ChecksumState::Match)]
+    );
+    assert!(handles.0[0].checkpoint_persistable());
+    assert!(!handles.0[1].checkpoint_persistable());
     // The DDL ran once, on the process hosting worker 0.
     let ddl_runs: usize = sinks
         .iter()
@@ -167,5 +196,114 @@ async fn a_slow_sink_throttles_the_sources() {
     assert_eq!(stats.rows_flushed, 300);
     assert_eq!(sink.txns().len(), 30);
     h.stop();
+    e.cluster.shutdown().await;
+}
+
+/// Processes of different runs (different tokens) never form a cluster: the start fails once
+/// the connect timeout passes, and a stray connection does not crash the listener.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn processes_of_different_runs_do_not_connect() {
+    let e = env().await;
+    let start_ts = e.now();
+    let addresses = vec![
+        format!("127.0.0.1:{}", free_port()),
+        format!("127.0.0.1:{}", free_port()),
+    ];
+    let mut starts = Vec::new();
+    for (p, token) in [(0usize, 1u64), (1, 2)] {
+        let spec = ChangefeedSpec::new("cf", Arc::clone(&e.pd), start_ts, RecordingSink::new());
+        let mut run = cluster_run(p, &addresses, token);
+        if let Some(c) = run.cluster.as_mut() {
+            c.connect_timeout = Duration::from_secs(3);
+        }
+        starts.push(tokio::spawn(start_changefeed(spec, run)));
+    }
+    // A stranger connects to process 0 and sends garbage.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    if let Ok(mut s) = std::net::TcpStream::connect(&addresses[0]) {
+        use std::io::Write;
+        let _ = s.write_all(b"GET / HTTP/1.1\r\n\r\nxxxxxxxxxxxxxxxxxxxxxxxx");
+    }
+    for s in starts {
+        match within(30, s).await.unwrap() {
+            Ok(h) => {
+                h.request_stop();
+                panic!("a process of another run was accepted");
+            }
+            Err(err) => {
+                let msg = err.to_string();
+                assert!(msg.starts_with("starting the workers: "), "{msg}");
+                assert!(msg.contains("in time"), "{msg}");
+            }
+        }
+    }
+    e.cluster.shutdown().await;
+}
+
+/// When one process of a running cluster goes away, the survivor reports an error (timely
+/// panics on the broken connection) or stalls, and stopping it returns within its teardown
+/// timeout instead of hanging or crashing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_vanished_peer_never_hangs_the_survivor() {
+    let e = env().await;
+    e.tidb.create_database("app").unwrap();
+    e.tidb.create_table("app", &table_spec("t")).unwrap();
+    let start_ts = e.now();
+    let addresses = vec![
+        format!("127.0.0.1:{}", free_port()),
+        format!("127.0.0.1:{}", free_port()),
+    ];
+    let mut starts = Vec::new();
+    for p in 0..2 {
+        let spec = ChangefeedSpec::new("cf", Arc::clone(&e.pd), start_ts, RecordingSink::new());
+        starts.push(tokio::spawn(start_changefeed(
+            spec,
+            cluster_run(p, &addresses, 9),
+        )));
+    }
+    let mut handles = Vec::new();
+    for s in starts {
+        handles.push(within(60, s).await.unwrap().expect("process starts"));
+    }
+    let last = upsert(&e.tidb, "app", "t", vec![row(1, "x")]);
+    wait_checkpoint(&handles[0], last, 60).await;
+    let survivor = handles.remove(0);
+    let gone = handles.remove(0);
+    // Process 1 goes away on its own (its threads end; its sockets close).
+    tokio::task::spawn_blocking(move || gone.stop())
+        .await
+        .unwrap();
+    let mut error = None;
+    for i in 0..50 {
+        upsert(&e.tidb, "app", "t", vec![row(10 + i, "y")]);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        error = survivor.error();
+        if error.is_some() {
+            break;
+        }
+    }
+    // Timely panics the survivor's workers once the connection breaks; the panic is recorded
+    // as the changefeed's error instead of going unnoticed.
+    let error = error
+        .expect("the survivor noticed the vanished peer")
+        .to_string();
+    assert!(
+        error.starts_with("starting the workers: worker "),
+        "{error}"
+    );
+    assert!(
+        error.contains("timely communication error") || error.contains("poisoned"),
+        "{error}"
+    );
+    let started = std::time::Instant::now();
+    tokio::task::spawn_blocking(move || survivor.stop())
+        .await
+        .unwrap();
+    // The teardown timeout is 5 s; leave room for a busy machine.
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "{:?}",
+        started.elapsed()
+    );
     e.cluster.shutdown().await;
 }

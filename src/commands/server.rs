@@ -15,7 +15,9 @@ use tidal_control::server::{ServerConfig, parse_duration, run_until_ctrl_c, spli
     about = "Run a Tidal node: control plane, HTTP API and dataflow workers",
     after_help = "Without --etcd the node keeps its metadata in an embedded store under \
                   --data-dir (single node). With --etcd, several nodes form a cluster and elect \
-                  a coordinator.\n\nExample:\n  tidal server --pd 127.0.0.1:2379 \
+                  a coordinator. With --hosts and --process (and --etcd) the nodes form one \
+                  multi-process timely cluster: every changefeed runs over all live processes; \
+                  process i needs the ports HOST:PORT .. PORT+31 of its hosts entry free.\n\nExample:\n  tidal server --pd 127.0.0.1:2379 \
                   --addr 127.0.0.1:8300 --data-dir /var/lib/tidal"
 )]
 pub struct ServerArgs {
@@ -49,6 +51,13 @@ pub struct ServerArgs {
     /// Log level: trace, debug, info, warn, error.
     #[arg(long)]
     log_level: Option<String>,
+    /// Timely base address of every process of a multi-process cluster, comma-separated, the
+    /// same list in the same order on every node (requires --etcd and --process).
+    #[arg(long, value_name = "HOST:PORT[,HOST:PORT]")]
+    hosts: Option<String>,
+    /// This node's index in --hosts (0-based).
+    #[arg(long, value_name = "I")]
+    process: Option<usize>,
 }
 
 impl ServerArgs {
@@ -84,6 +93,13 @@ impl ServerArgs {
         }
         if let Some(level) = &self.log_level {
             cfg.log_level = level.clone();
+        }
+        if let Some(hosts) = &self.hosts {
+            let v = split_list(hosts);
+            cfg.hosts = (!v.is_empty()).then_some(v);
+        }
+        if let Some(p) = self.process {
+            cfg.process = Some(p);
         }
         cfg.validate().map_err(|e| e.to_string())?;
         Ok(cfg)

@@ -9,9 +9,17 @@
 //! period. What keeps that harmless is the epoch fence (ticdc.md §4): the new owner bumps every
 //! changefeed's epoch before starting it, and every write of the old one is guarded by its old
 //! epoch, so it is refused by the store.
+//!
+//! Every candidate also registers its capture key, `…/__cdc_meta__/capture/<capture id>`,
+//! under the same lease (TiCDC's node registration): the live capture keys are the live
+//! nodes. In a multi-process cluster the value carries the node's process index, and the owner
+//! plans each run over the processes whose keys exist. A cluster node also refreshes its lease
+//! from a task of its own, so a control loop busy starting a dataflow cannot let it expire.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use tokio::task::JoinHandle;
 
 use crate::meta::{KeyLayout, LeaseId, MetaError, MetaStore};
 
@@ -28,6 +36,11 @@ pub(crate) struct Election {
     /// Last time ownership was confirmed (lease alive and our key the oldest).
     last_ok: Option<Instant>,
     owner: bool,
+    /// The capture key registered under the lease (with the same value as the owner key).
+    capture_key: Option<String>,
+    /// Refresh the lease from a separate task too.
+    background_keepalive: bool,
+    keeper: Option<JoinHandle<()>>,
 }
 
 impl Election {
@@ -36,6 +49,8 @@ impl Election {
         keys: KeyLayout,
         ttl: Duration,
         value: String,
+        capture_key: Option<String>,
+        background_keepalive: bool,
     ) -> Self {
         Election {
             store,
@@ -47,7 +62,35 @@ impl Election {
             last_refresh: Instant::now(),
             last_ok: None,
             owner: false,
+            capture_key,
+            background_keepalive,
+            keeper: None,
         }
+    }
+
+    fn stop_keeper(&mut self) {
+        if let Some(k) = self.keeper.take() {
+            k.abort();
+        }
+    }
+
+    fn start_keeper(&mut self, lease: LeaseId) {
+        self.stop_keeper();
+        if !self.background_keepalive {
+            return;
+        }
+        let store = Arc::clone(&self.store);
+        let every = self.ttl / 3;
+        self.keeper = Some(tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(every).await;
+                match store.lease_keep_alive(lease).await {
+                    Ok(_) => {}
+                    Err(MetaError::LeaseNotFound { .. }) => return,
+                    Err(e) => tracing::debug!(lease, error = %e, "background lease refresh failed"),
+                }
+            }
+        }));
     }
 
     fn ttl_secs(&self) -> i64 {
@@ -65,6 +108,16 @@ impl Election {
             let _ = self.store.lease_revoke(lease.id).await;
             return Err(e);
         }
+        if let Some(capture) = &self.capture_key
+            && let Err(e) = self
+                .store
+                .put(capture.as_bytes(), self.value.as_bytes(), Some(lease.id))
+                .await
+        {
+            let _ = self.store.lease_revoke(lease.id).await;
+            return Err(e);
+        }
+        self.start_keeper(lease.id);
         tracing::info!(owner_key = %key, "campaigning for coordinator");
         self.lease = Some(lease.id);
         self.key = Some(key);
@@ -81,6 +134,7 @@ impl Election {
                 Ok(_) => self.last_refresh = Instant::now(),
                 Err(MetaError::LeaseNotFound { .. }) => {
                     tracing::warn!(lease = id, "coordinator lease expired; ownership lost");
+                    self.stop_keeper();
                     self.lease = None;
                     self.key = None;
                     return Ok(false);
@@ -102,6 +156,7 @@ impl Election {
             Some(kv) => Ok(kv.key == key.as_bytes()),
             // Our key is gone although the lease answered: campaign again next time.
             None => {
+                self.stop_keeper();
                 self.lease = None;
                 self.key = None;
                 Ok(false)
@@ -134,6 +189,7 @@ impl Election {
 
     /// Gives up ownership: revokes the lease (deleting the owner key).
     pub(crate) async fn resign(&mut self) {
+        self.stop_keeper();
         if let Some(id) = self.lease.take()
             && let Err(e) = self.store.lease_revoke(id).await
         {
@@ -141,5 +197,11 @@ impl Election {
         }
         self.key = None;
         self.owner = false;
+    }
+}
+
+impl Drop for Election {
+    fn drop(&mut self) {
+        self.stop_keeper();
     }
 }

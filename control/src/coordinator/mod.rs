@@ -37,7 +37,16 @@
 //! The running changefeeds are published through a [`Registry`], which is the service's
 //! [`crate::service::WatermarkSource`]: `/status`, `/synced`, `/diagnosis` and the metrics read
 //! the live watermarks from it.
+//!
+//! Multi-process clusters ([`Coordinator::start_cluster`], `tidal server --hosts --process`):
+//! the owner runs every changefeed as one timely dataflow over all live processes — see
+//! [`cluster`] for the plan it publishes and how the other processes join. On top of the state
+//! machine above, the owner restarts a running changefeed under a new epoch whenever the set of
+//! live processes changes (one died: its capture key expired; one joined), and a member's
+//! failure reaches the owner as its own dataflow's error (the broken connections make timely
+//! fail the run everywhere).
 
+pub mod cluster;
 mod election;
 pub mod failure;
 mod registry;
@@ -57,15 +66,18 @@ use tidal_sinks::Sink;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+pub use cluster::{ClusterMembership, PORT_SLOTS, parse_host_port};
 pub use failure::{Backoff, Failure, RUNNING_STATES, transition_fenced};
 pub use registry::{DIAGNOSIS_SPANS, Registry};
 
 use crate::meta::{
-    BumpOptions, ChangefeedRef, FeedState, KeyLayout, MetaError, MetaStore, ParsedKey, Progress,
-    WatchStream, bump_epoch, delete_changefeed, load_changefeed, update_checkpoint_fenced,
+    BumpOptions, ChangeFeedInfo, ChangefeedRef, Compare, CompareOp, FeedState, KeyLayout,
+    MetaError, MetaStore, Op, ParsedKey, Progress, Txn, WatchStream, bump_epoch, delete_changefeed,
+    load_changefeed, update_checkpoint_fenced,
 };
 use crate::metrics::{ChecksumState as MetricsChecksum, Metrics};
 use crate::service::{ChangefeedService, ErrorCode};
+use cluster::{Assignment, ClusterTimeouts, Member, MemberLoop};
 use election::Election;
 use registry::RunningFeed;
 
@@ -123,6 +135,7 @@ pub struct Coordinator {
     registry: Arc<Registry>,
     shutdown: watch::Sender<bool>,
     task: Mutex<Option<JoinHandle<()>>>,
+    member_task: Mutex<Option<JoinHandle<()>>>,
 }
 
 impl Coordinator {
@@ -145,22 +158,69 @@ impl Coordinator {
         cfg: CoordinatorConfig,
         metrics: Option<Metrics>,
     ) -> Coordinator {
+        Coordinator::start_inner(service, pd, cfg, metrics, None)
+    }
+
+    /// Starts the coordinator of one process of a multi-process cluster (requires
+    /// `cfg.election`, i.e. a shared etcd): the node registers its capture key with its process
+    /// index, runs the members of other owners' runs that name it, and, while it owns, runs
+    /// every changefeed over all live processes (see [`cluster`]).
+    pub fn start_cluster(
+        service: Arc<ChangefeedService>,
+        pd: Arc<PdClient>,
+        cfg: CoordinatorConfig,
+        metrics: Option<Metrics>,
+        cluster: ClusterMembership,
+    ) -> Coordinator {
+        Coordinator::start_inner(service, pd, cfg, metrics, Some(cluster))
+    }
+
+    fn start_inner(
+        service: Arc<ChangefeedService>,
+        pd: Arc<PdClient>,
+        cfg: CoordinatorConfig,
+        metrics: Option<Metrics>,
+        cluster: Option<ClusterMembership>,
+    ) -> Coordinator {
         let registry = Arc::new(Registry::new(&cfg.capture_id));
         service.set_watermark_source(Arc::clone(&registry) as _);
         let (tx, rx) = watch::channel(false);
         let election = cfg.election.then(|| {
-            let value = serde_json::json!({
+            let mut value = serde_json::json!({
                 "id": cfg.capture_id,
                 "address": cfg.advertise_addr,
                 "version": env!("CARGO_PKG_VERSION"),
-            })
-            .to_string();
+            });
+            let mut capture_key = None;
+            if let Some(c) = &cluster {
+                value["process"] = serde_json::json!(c.process);
+                capture_key = service.keys().capture(&cfg.capture_id).ok();
+            }
             Election::new(
                 Arc::clone(service.store()),
                 service.keys().clone(),
                 cfg.session_ttl,
-                value,
+                value.to_string(),
+                capture_key,
+                cluster.is_some(),
             )
+        });
+        let timeouts = ClusterTimeouts {
+            connect: (cfg.session_ttl * 2)
+                .max(Duration::from_secs(5))
+                .min(cfg.start_timeout.max(Duration::from_secs(1))),
+            teardown: Duration::from_secs(10),
+        };
+        let member_task = cluster.as_ref().map(|_| {
+            let member = MemberLoop::new(
+                Arc::clone(service.store()),
+                service.keys().clone(),
+                Arc::clone(&pd),
+                cfg.capture_id.clone(),
+                cfg.checkpoint_interval,
+                timeouts,
+            );
+            tokio::spawn(member.run(rx.clone()))
         });
         let runner = Runner {
             service,
@@ -171,12 +231,17 @@ impl Coordinator {
             owner: false,
             metrics,
             last_span_metrics: Instant::now(),
+            cluster,
+            timeouts,
+            next_slot: 0,
+            members_dirty: true,
         };
         let task = tokio::spawn(runner.run(rx));
         Coordinator {
             registry,
             shutdown: tx,
             task: Mutex::new(Some(task)),
+            member_task: Mutex::new(member_task),
         }
     }
 
@@ -200,6 +265,12 @@ impl Coordinator {
             && let Err(e) = task.await
         {
             tracing::error!(error = %e, "coordinator task failed");
+        }
+        let member = self.member_task.lock().take();
+        if let Some(task) = member
+            && let Err(e) = task.await
+        {
+            tracing::error!(error = %e, "member task failed");
         }
     }
 }
@@ -235,6 +306,13 @@ struct Runner {
     owner: bool,
     metrics: Option<Metrics>,
     last_span_metrics: Instant,
+    /// This process's place in a multi-process cluster; `None`: runs stay in this process.
+    cluster: Option<ClusterMembership>,
+    timeouts: ClusterTimeouts,
+    /// Next port slot to try for a multi-process run.
+    next_slot: u16,
+    /// The capture keys changed: check whether running runs cover exactly the live processes.
+    members_dirty: bool,
 }
 
 async fn next_event(
@@ -277,10 +355,12 @@ impl Runner {
                 ev = next_event(&mut watch) => match ev {
                     Some(Ok(ev)) => {
                         let key = ev.kv.key_str();
-                        if matches!(self.keys().parse(&key), Some(ParsedKey::ChangefeedInfo(_))) {
-                            dirty = true;
-                        } else {
-                            continue;
+                        match self.keys().parse(&key) {
+                            Some(ParsedKey::ChangefeedInfo(_)) => dirty = true,
+                            Some(ParsedKey::Capture { .. }) if self.cluster.is_some() => {
+                                self.members_dirty = true;
+                            }
+                            _ => continue,
                         }
                     }
                     Some(Err(e)) => {
@@ -321,6 +401,13 @@ impl Runner {
                 dirty = true;
             }
             let resync_due = last_reconcile.is_none_or(|t| t.elapsed() >= self.cfg.resync_interval);
+            if self.cluster.is_some() && (self.members_dirty || resync_due) {
+                self.members_dirty = false;
+                if let Err(e) = self.replan().await {
+                    tracing::warn!(error = %e, "cannot check the live processes");
+                    self.members_dirty = true;
+                }
+            }
             if dirty || resync_due {
                 match self.reconcile().await {
                     Ok(()) => {
@@ -476,12 +563,16 @@ impl Runner {
 
     /// Persists the run's checkpoint if it advanced and the checksum gate is open.
     async fn persist(&self, feed: &RunningFeed) -> Persist {
-        let mut ckpt = feed.handle.checkpoint_ts().0;
+        // In a multi-process run this is capped by what every remote worker vouches for.
+        let Some(ckpt) = feed.handle.persistable_checkpoint() else {
+            return Persist::Unchanged;
+        };
+        let mut ckpt = ckpt.0;
         if feed.target_ts > 0 {
             ckpt = ckpt.min(feed.target_ts);
         }
         let last = feed.last_saved.load(Ordering::Acquire);
-        if ckpt <= last || !feed.handle.checkpoint_persistable() {
+        if ckpt <= last {
             return Persist::Unchanged;
         }
         match update_checkpoint_fenced(self.store(), self.keys(), &feed.cf, feed.epoch, ckpt).await
@@ -710,35 +801,28 @@ impl Runner {
                 return;
             }
         };
-        let rules = info.config.filter_rules();
-        let filter = match TableFilter::with_case_sensitivity(
-            &rules,
-            info.config.case_sensitive.unwrap_or(false),
-        ) {
-            Ok(f) => f,
-            Err(e) => {
+        let spec = match build_spec(&self.pd, cf, &info, checkpoint, Arc::clone(&sink)) {
+            Ok(s) => s,
+            Err(f) => {
                 close_sink(sink).await;
-                let f = Failure::permanent(
-                    ErrorCode::InvalidReplicaConfig.as_str(),
-                    format!("invalid filter rules: {e}"),
-                );
                 self.record_failure(cf, epoch, f).await;
                 return;
             }
         };
-        let mut spec = ChangefeedSpec::new(
-            cf.id.clone(),
-            Arc::clone(&self.pd),
-            Ts(checkpoint),
-            Arc::clone(&sink),
-        );
-        spec.target_ts = (info.target_ts > 0).then_some(Ts(info.target_ts));
-        spec.filter = filter;
-        spec.safe_mode_until = Ts(checkpoint);
-        if let Some(q) = info.config.memory_quota {
-            spec.feed.memory_quota = usize::try_from(q).unwrap_or(usize::MAX);
-        }
-        let run = RunConfig::process(self.cfg.workers);
+        let (run, members, assignment) = match self.cluster.clone() {
+            None => (RunConfig::process(self.cfg.workers), None, None),
+            Some(c) => match self.publish_run(cf, epoch, checkpoint, &c).await {
+                Ok((a, bytes)) => {
+                    let run = cluster::run_config(&a, 0, self.timeouts);
+                    (run, Some(a.members), Some(bytes))
+                }
+                Err(e) => {
+                    close_sink(sink).await;
+                    tracing::warn!(changefeed = %cf, error = %e, "cannot plan the multi-process run; will retry");
+                    return;
+                }
+            },
+        };
         // The start runs in its own task: if it takes too long we stop waiting, but a handle it
         // produces later is still stopped properly (dropping the future could leak workers).
         let mut start = tokio::spawn(start_changefeed(spec, run));
@@ -786,6 +870,8 @@ impl Runner {
             last_saved: AtomicU64::new(checkpoint),
             published_rows: AtomicU64::new(0),
             published_bytes: AtomicU64::new(0),
+            members,
+            assignment,
         });
         let old = self.registry.with_slot(cf, |s| s.running.replace(feed));
         if let Some(old) = old {
@@ -795,8 +881,118 @@ impl Runner {
 
     async fn stop_feed(&self, cf: &ChangefeedRef) {
         if let Some(feed) = self.registry.take_running(cf) {
+            self.withdraw_assignment(&feed).await;
             drop_feed(feed).await;
         }
+    }
+
+    /// Deletes the run's published assignment if it is still this run's (the members stop).
+    async fn withdraw_assignment(&self, feed: &RunningFeed) {
+        let Some(bytes) = &feed.assignment else {
+            return;
+        };
+        let key = self.keys().assignment(&feed.cf);
+        let txn = Txn::new()
+            .when([Compare::value(
+                key.as_bytes(),
+                CompareOp::Equal,
+                bytes.clone(),
+            )])
+            .and_then([Op::Delete {
+                key: key.into_bytes(),
+            }]);
+        if let Err(e) = self.store().txn(txn).await {
+            tracing::warn!(changefeed = %feed.cf, error = %e, "cannot withdraw the run assignment");
+        }
+    }
+
+    /// Plans and publishes a multi-process run of `cf` under `epoch` over the live processes,
+    /// this one first. Returns the assignment and its published bytes.
+    async fn publish_run(
+        &mut self,
+        cf: &ChangefeedRef,
+        epoch: u64,
+        checkpoint: u64,
+        c: &ClusterMembership,
+    ) -> Result<(Assignment, Vec<u8>), String> {
+        let members = self.live_members(c).await.map_err(|e| e.to_string())?;
+        if members.first().map(|m| m.capture_id.as_str()) != Some(self.cfg.capture_id.as_str()) {
+            return Err("this node's capture key is not registered yet".into());
+        }
+        let mut next = self.next_slot;
+        let slot = cluster::pick_slot(self.store(), self.keys(), &mut next, cf)
+            .await
+            .map_err(|e| e.to_string())?;
+        self.next_slot = next;
+        let addresses = cluster::member_addresses(&c.hosts, &members, slot)?;
+        let a = Assignment {
+            keyspace: cf.keyspace.clone(),
+            id: cf.id.clone(),
+            epoch,
+            checkpoint,
+            slot,
+            workers: self.cfg.workers.max(1),
+            owner: self.cfg.capture_id.clone(),
+            members,
+            addresses,
+        };
+        let bytes = serde_json::to_vec(&a).map_err(|e| e.to_string())?;
+        self.store()
+            .put(self.keys().assignment(cf).as_bytes(), &bytes, None)
+            .await
+            .map_err(|e| e.to_string())?;
+        tracing::info!(
+            changefeed = %cf,
+            epoch,
+            checkpoint,
+            slot,
+            members = ?a.members.iter().map(|m| m.process).collect::<Vec<_>>(),
+            "published a multi-process run"
+        );
+        Ok((a, bytes))
+    }
+
+    async fn live_members(&self, c: &ClusterMembership) -> Result<Vec<Member>, MetaError> {
+        cluster::live_members(
+            self.store(),
+            self.keys(),
+            &self.cfg.capture_id,
+            c.hosts.len(),
+        )
+        .await
+    }
+
+    /// Restarts (under a new epoch) every multi-process run whose members are no longer
+    /// exactly the live processes: one died, or one (re)joined.
+    async fn replan(&mut self) -> Result<(), MetaError> {
+        let Some(c) = self.cluster.clone() else {
+            return Ok(());
+        };
+        let mut live: Option<Vec<Member>> = None;
+        for feed in self.registry.all_running() {
+            let Some(members) = &feed.members else {
+                continue;
+            };
+            if live.is_none() {
+                live = Some(self.live_members(&c).await?);
+            }
+            let now = live.as_deref().unwrap_or_default();
+            if members.as_slice() == now {
+                continue;
+            }
+            tracing::info!(
+                changefeed = %feed.cf,
+                running_on = ?members.iter().map(|m| m.process).collect::<Vec<_>>(),
+                live = ?now.iter().map(|m| m.process).collect::<Vec<_>>(),
+                "the live processes changed; restarting the run over them"
+            );
+            let cf = feed.cf.clone();
+            self.persist(&feed).await;
+            drop(feed);
+            self.stop_feed(&cf).await;
+            self.start_feed(&cf).await;
+        }
+        Ok(())
     }
 
     /// Stops every run; with `persist`, saves each one's durable checkpoint first.
@@ -808,6 +1004,34 @@ impl Runner {
             self.stop_feed(&feed.cf).await;
         }
     }
+}
+
+/// Builds the dataflow spec of a start of `cf` from `checkpoint`: filter, target, safe mode up
+/// to the checkpoint, memory quota.
+pub(crate) fn build_spec(
+    pd: &Arc<PdClient>,
+    cf: &ChangefeedRef,
+    info: &ChangeFeedInfo,
+    checkpoint: u64,
+    sink: Arc<dyn Sink>,
+) -> Result<ChangefeedSpec, Failure> {
+    let rules = info.config.filter_rules();
+    let filter =
+        TableFilter::with_case_sensitivity(&rules, info.config.case_sensitive.unwrap_or(false))
+            .map_err(|e| {
+                Failure::permanent(
+                    ErrorCode::InvalidReplicaConfig.as_str(),
+                    format!("invalid filter rules: {e}"),
+                )
+            })?;
+    let mut spec = ChangefeedSpec::new(cf.id.clone(), Arc::clone(pd), Ts(checkpoint), sink);
+    spec.target_ts = (info.target_ts > 0).then_some(Ts(info.target_ts));
+    spec.filter = filter;
+    spec.safe_mode_until = Ts(checkpoint);
+    if let Some(q) = info.config.memory_quota {
+        spec.feed.memory_quota = usize::try_from(q).unwrap_or(usize::MAX);
+    }
+    Ok(spec)
 }
 
 /// Stops a handle off the async threads (joining timely workers blocks).

@@ -16,6 +16,7 @@ use parking_lot::Mutex;
 use serde_json::{Value, json};
 use tidal_dataflow::{ChangefeedHandle, ChecksumState, SpanProgress};
 use tidal_ingest::feed::StuckReason;
+use tidal_model::Ts;
 use tidal_sinks::Sink;
 
 use super::failure::{Backoff, Failure};
@@ -42,6 +43,10 @@ pub(crate) struct RunningFeed {
     /// Rows / bytes already published to the sink metrics.
     pub(crate) published_rows: AtomicU64,
     pub(crate) published_bytes: AtomicU64,
+    /// For a multi-process run: its processes (this one first).
+    pub(crate) members: Option<Vec<super::cluster::Member>>,
+    /// For a multi-process run: the assignment as published.
+    pub(crate) assignment: Option<Vec<u8>>,
 }
 
 impl std::fmt::Debug for RunningFeed {
@@ -154,7 +159,13 @@ impl Registry {
 }
 
 fn watermarks_of(feed: &RunningFeed) -> Watermarks {
-    let w = feed.handle.watermarks();
+    let mut w = feed.handle.watermarks();
+    if feed.members.is_some() {
+        // A multi-process run reports the checkpoint it persisted: its live frontier may be
+        // ahead of what every process vouches for, and a restart resumes from the persisted
+        // one, so reporting more could make the API's checkpoint go backwards.
+        w.checkpoint_ts = Ts(feed.last_saved.load(Ordering::Acquire)).min(w.resolved_ts);
+    }
     let puller = feed
         .handle
         .slowest_spans(1)
@@ -311,6 +322,9 @@ fn running_diagnosis(feed: &RunningFeed) -> Value {
         "running_for_ms": u64::try_from(now.saturating_duration_since(feed.started).as_millis())
             .unwrap_or(u64::MAX),
         "start_checkpoint_ts": feed.start_checkpoint,
+        "processes": feed.members.as_ref().map(|m| {
+            m.iter().map(|m| json!({"capture_id": m.capture_id, "process": m.process})).collect::<Vec<_>>()
+        }),
         "target_ts": feed.target_ts,
         "saved_checkpoint_ts": feed.last_saved.load(Ordering::Acquire),
         "watermarks": w,

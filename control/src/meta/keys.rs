@@ -8,6 +8,9 @@
 //! /tidb/cdc/<cluster>/__cdc_meta__/owner/<lease hex>      coordinator election
 //! /tidb/cdc/<cluster>/__cdc_meta__/capture/<capture id>   node info (lease-bound)
 //! /tidb/cdc/<cluster>/__cdc_meta__/meta/meta-version      metadata version
+//! /tidb/cdc/<cluster>/__cdc_meta__/assignment/<keyspace>/<id>
+//!                                                         Tidal only: which processes run a
+//!                                                         changefeed's current generation
 //! ```
 //!
 //! The cluster id doubles as the isolation unit: everything of one cluster lives under
@@ -214,6 +217,18 @@ impl KeyLayout {
         Ok(format!("{}{capture_id}", self.capture_prefix()))
     }
 
+    /// `…/__cdc_meta__/assignment/` (Tidal's multi-process run assignments; TiCDC has no
+    /// such key).
+    pub fn assignment_prefix(&self) -> String {
+        format!("{}/{META_SEGMENT}/assignment/", self.prefix)
+    }
+
+    /// `…/__cdc_meta__/assignment/<keyspace>/<id>`: the processes, epoch and ports of the
+    /// changefeed's current multi-process run.
+    pub fn assignment(&self, cf: &ChangefeedRef) -> String {
+        format!("{}{}/{}", self.assignment_prefix(), cf.keyspace, cf.id)
+    }
+
     /// `…/__cdc_meta__/meta/meta-version`
     pub fn meta_version(&self) -> String {
         format!("{}/{META_SEGMENT}/meta/meta-version", self.prefix)
@@ -288,6 +303,11 @@ mod tests {
             k.upstream("default", 7),
             "/tidb/cdc/default/default/upstream/7"
         );
+        assert_eq!(
+            k.assignment(&cf),
+            "/tidb/cdc/default/__cdc_meta__/assignment/default/test-1"
+        );
+        assert_eq!(k.parse(&k.assignment(&cf)), None);
         let k2 = KeyLayout::new("c2").unwrap();
         let cf2 = ChangefeedRef::in_keyspace("ks1", "a").unwrap();
         assert_eq!(

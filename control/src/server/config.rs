@@ -7,6 +7,12 @@
 //! strings (`"1m30s"`, `"500ms"`) or integer seconds. Unknown keys are an error: a misspelt
 //! setting silently ignored is worse than a refused start.
 //!
+//! Cluster keys: `hosts = ["10.0.0.1:9000", "10.0.0.2:9000"]` and `process = 0` (flags
+//! `--hosts` / `--process`) make the node one process of a multi-process timely cluster: the
+//! hosts are every process's timely base address (the same list, in the same order, on every
+//! node), the process is this node's index in it. They require `etcd`. Without them a node runs
+//! every changefeed's dataflow in its own process only.
+//!
 //! Security keys: `tls-cert` + `tls-key` (PEM files; both or neither) make the API HTTPS-only;
 //! `auth-user` + `auth-password` (or `auth-password-file`, whose first line is the password,
 //! so the secret need not sit in the config file) require HTTP basic auth on every route but
@@ -69,6 +75,11 @@ pub struct ServerConfig {
     pub auth_password_file: Option<PathBuf>,
     /// Whether `/metrics` needs credentials too when auth is on (`auth-metrics`, default true).
     pub auth_metrics: bool,
+    /// Timely base address (`HOST:PORT`) of every process of a multi-process cluster
+    /// (`hosts`, `--hosts`); `None`: dataflows run in this process only.
+    pub hosts: Option<Vec<String>>,
+    /// This node's index in `hosts` (`process`, `--process`).
+    pub process: Option<usize>,
 }
 
 impl Default for ServerConfig {
@@ -95,6 +106,8 @@ impl Default for ServerConfig {
             auth_password: None,
             auth_password_file: None,
             auth_metrics: true,
+            hosts: None,
+            process: None,
         }
     }
 }
@@ -159,6 +172,8 @@ struct FileConfig {
     auth_password: Option<String>,
     auth_password_file: Option<PathBuf>,
     auth_metrics: Option<bool>,
+    hosts: Option<StringList>,
+    process: Option<usize>,
 }
 
 /// Splits a comma-separated list, trimming blanks and dropping empty items.
@@ -336,6 +351,13 @@ impl ServerConfig {
         if let Some(m) = f.auth_metrics {
             self.auth_metrics = m;
         }
+        if let Some(h) = f.hosts {
+            let v = h.into_vec();
+            self.hosts = (!v.is_empty()).then_some(v);
+        }
+        if let Some(p) = f.process {
+            self.process = Some(p);
+        }
         self.validate()
     }
 
@@ -372,6 +394,7 @@ impl ServerConfig {
             return bad("session-ttl must be at least 1s".into());
         }
         self.validate_security()?;
+        self.validate_cluster()?;
         match normalize_log_level(&self.log_level) {
             Some(l) => self.log_level = l.to_string(),
             None => {
@@ -379,6 +402,45 @@ impl ServerConfig {
                     "log-level {:?}: expected trace, debug, info, warn or error",
                     self.log_level
                 ));
+            }
+        }
+        Ok(())
+    }
+
+    fn validate_cluster(&mut self) -> Result<(), ServerError> {
+        let bad = |m: String| Err(ServerError::Config(m));
+        if matches!(&self.hosts, Some(v) if v.is_empty()) {
+            self.hosts = None;
+        }
+        let Some(hosts) = &self.hosts else {
+            if let Some(p) = self.process {
+                return bad(format!(
+                    "process {p} is set but hosts is not: set both or neither"
+                ));
+            }
+            return Ok(());
+        };
+        let Some(process) = self.process else {
+            return bad("hosts is set but process is not: give this node's index in hosts".into());
+        };
+        if process >= hosts.len() {
+            return bad(format!(
+                "process {process} is out of range: hosts has {} entries (0..{})",
+                hosts.len(),
+                hosts.len()
+            ));
+        }
+        if self.etcd.is_none() {
+            return bad(
+                "hosts requires etcd: the processes of a cluster coordinate through it".into(),
+            );
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        for h in hosts {
+            let (host, port) = crate::coordinator::parse_host_port(h)
+                .map_err(|e| ServerError::Config(format!("hosts: {e}")))?;
+            if !seen.insert((host.to_ascii_lowercase(), port)) {
+                return bad(format!("hosts: {h:?} is listed twice"));
             }
         }
         Ok(())
@@ -552,6 +614,54 @@ mod tests {
         assert!(err("pd = \"\"").contains("pd"));
         assert!(err("cluster-id = \"a/b\"").contains("cluster-id"));
         assert!(err("workers = [").contains("invalid server config"));
+    }
+
+    #[test]
+    fn cluster_keys() {
+        let cfg = ServerConfig::from_toml_str(
+            r#"
+            etcd = "127.0.0.1:2379"
+            hosts = ["10.0.0.1:9000", "node-b:9000"]
+            process = 1
+            "#,
+        )
+        .unwrap();
+        assert_eq!(
+            cfg.hosts,
+            Some(vec!["10.0.0.1:9000".to_string(), "node-b:9000".to_string()])
+        );
+        assert_eq!(cfg.process, Some(1));
+        let d = ServerConfig::from_toml_str("").unwrap();
+        assert_eq!((d.hosts, d.process), (None, None));
+        let err = |t: &str| ServerConfig::from_toml_str(t).unwrap_err().to_string();
+        let etcd = "etcd = \"127.0.0.1:2379\"\n";
+        assert_eq!(
+            err(&format!("{etcd}hosts = \"a:1,b:2\"\nprocess = 2")),
+            "process 2 is out of range: hosts has 2 entries (0..2)"
+        );
+        assert_eq!(
+            err(&format!("{etcd}hosts = \"a:1,b:2\"")),
+            "hosts is set but process is not: give this node's index in hosts"
+        );
+        assert_eq!(
+            err(&format!("{etcd}process = 0")),
+            "process 0 is set but hosts is not: set both or neither"
+        );
+        assert_eq!(
+            err("hosts = \"a:1\"\nprocess = 0"),
+            "hosts requires etcd: the processes of a cluster coordinate through it"
+        );
+        assert!(
+            err(&format!("{etcd}hosts = \"a:1,nope\"\nprocess = 0")).starts_with("hosts: "),
+            "{}",
+            err(&format!("{etcd}hosts = \"a:1,nope\"\nprocess = 0"))
+        );
+        assert!(err(&format!("{etcd}hosts = \"a:0\"\nprocess = 0")).starts_with("hosts: "));
+        assert!(err(&format!("{etcd}hosts = \"a:65530\"\nprocess = 0")).starts_with("hosts: "));
+        assert_eq!(
+            err(&format!("{etcd}hosts = \"a:1,A:1\"\nprocess = 0")),
+            "hosts: \"A:1\" is listed twice"
+        );
     }
 
     #[test]
