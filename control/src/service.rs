@@ -161,19 +161,22 @@ pub struct ChangefeedView {
 }
 
 impl ChangefeedView {
-    /// The checkpoint: the runtime one when it is ahead of the persisted one (the persisted
-    /// value lags by up to one save interval), else the persisted one — never backwards.
+    /// The checkpoint: the persisted one, or the running coordinator's last save when that is
+    /// newer than the document read. Only persisted values are reported, so the API never goes
+    /// backwards when a run restarts from the persisted checkpoint.
     pub fn checkpoint_ts(&self) -> u64 {
         let persisted = self.status.checkpoint_ts;
         self.watermarks
             .map_or(persisted, |w| w.checkpoint_ts.max(persisted))
     }
 
-    /// The resolved ts: the dataflow's real resolved ts when reported (TiCDC's API returns the
-    /// checkpoint here), never below the checkpoint.
+    /// The resolved ts: the dataflow's real resolved ts as last persisted with the checkpoint
+    /// (TiCDC's API returns the checkpoint here), never below the checkpoint.
     pub fn resolved_ts(&self) -> u64 {
         let ckpt = self.checkpoint_ts();
-        self.watermarks.map_or(ckpt, |w| w.resolved_ts.max(ckpt))
+        let persisted = self.status.resolved_ts.max(ckpt);
+        self.watermarks
+            .map_or(persisted, |w| w.resolved_ts.max(persisted))
     }
 }
 

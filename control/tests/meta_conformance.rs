@@ -18,7 +18,8 @@ use tidal_control::meta::{
     EmbeddedOptions, EmbeddedStore, EtcdStore, EventKind, FeedState, KeyLayout, MetaError,
     MetaStore, Op, OpResponse, Progress, Revision, RunningError, StatusChange, Txn, WatchEvent,
     WatchStream, bump_epoch, create_changefeed, load_changefeed, pause_changefeed,
-    remove_changefeed, resume_changefeed, update_checkpoint_fenced, write_status_fenced,
+    remove_changefeed, resume_changefeed, update_checkpoint_fenced, update_progress_fenced,
+    write_status_fenced,
 };
 
 fn k(keys: &KeyLayout, suffix: &str) -> Vec<u8> {
@@ -459,6 +460,7 @@ async fn fencing_two_owners(store: &dyn MetaStore, keys: &KeyLayout) {
             error: Some(None),
             status: Some(StatusChange {
                 checkpoint_ts: Some(1300),
+                resolved_ts: None,
                 progress: Some(Progress::NONE),
             }),
         },
@@ -541,6 +543,67 @@ async fn resume_is_atomic(store: &dyn MetaStore, keys: &KeyLayout) {
     assert!(matches!(err, MetaError::NotFound { .. }), "{err:?}");
 }
 
+/// The resolved ts persisted with the checkpoint only rises (a stale owner cannot move it, a
+/// lower value is ignored, it never sits below the checkpoint), except that a resume that
+/// rewinds the checkpoint rewinds it too.
+async fn persisted_resolved_ts_only_rises(store: &dyn MetaStore, keys: &KeyLayout) {
+    let cf = ChangefeedRef::new("resolved-1").unwrap();
+    create_normal(store, keys, &cf, 1000).await.unwrap();
+    let e1 = bump_epoch(store, keys, &cf, 50, BumpOptions::default())
+        .await
+        .unwrap();
+    let status = |l: tidal_control::meta::LoadedChangefeed| {
+        let s = l.status.unwrap();
+        (s.checkpoint_ts, s.resolved_ts)
+    };
+    assert!(
+        update_progress_fenced(store, keys, &cf, e1, 1100, 1500)
+            .await
+            .unwrap()
+    );
+    let l = load_changefeed(store, keys, &cf).await.unwrap().unwrap();
+    assert_eq!(status(l), (1100, 1500));
+    // a lower resolved ts (a restarted run's first frontier) does not lower it
+    assert!(
+        update_progress_fenced(store, keys, &cf, e1, 1200, 1300)
+            .await
+            .unwrap()
+    );
+    let l = load_changefeed(store, keys, &cf).await.unwrap().unwrap();
+    assert_eq!(status(l), (1200, 1500));
+    // a checkpoint past it lifts it
+    assert!(
+        update_checkpoint_fenced(store, keys, &cf, e1, 1600)
+            .await
+            .unwrap()
+    );
+    let l = load_changefeed(store, keys, &cf).await.unwrap().unwrap();
+    assert_eq!(status(l), (1600, 1600));
+    // a stale owner moves nothing
+    let e2 = bump_epoch(store, keys, &cf, 10, BumpOptions::default())
+        .await
+        .unwrap();
+    assert!(
+        !update_progress_fenced(store, keys, &cf, e1, 1700, 9000)
+            .await
+            .unwrap()
+    );
+    let l = load_changefeed(store, keys, &cf).await.unwrap().unwrap();
+    assert_eq!(status(l), (1600, 1600));
+    assert!(
+        update_progress_fenced(store, keys, &cf, e2, 1600, 1800)
+            .await
+            .unwrap()
+    );
+    // a resume that overwrites the checkpoint backwards takes the resolved ts with it
+    pause_changefeed(store, keys, &cf).await.unwrap();
+    resume_changefeed(store, keys, &cf, 20, Some(1100))
+        .await
+        .unwrap();
+    let l = load_changefeed(store, keys, &cf).await.unwrap().unwrap();
+    assert_eq!(status(l), (1100, 1100));
+}
+
 async fn concurrent_bumps_all_distinct(store: &dyn MetaStore, keys: &KeyLayout) {
     let cf = ChangefeedRef::new("race-1").unwrap();
     create_normal(store, keys, &cf, 1).await.unwrap();
@@ -615,6 +678,7 @@ conformance!(
     lease_keep_alive_and_revoke,
     fencing_two_owners,
     resume_is_atomic,
+    persisted_resolved_ts_only_rises,
     concurrent_bumps_all_distinct,
 );
 

@@ -12,7 +12,6 @@ use crate::harness::{
 use crate::support;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-#[ignore = "known bug: reported watermarks go backwards across a restart (docs/RELIABILITY.md)"]
 async fn kill9_tidal_process() {
     let name = "kill9_tidal_process";
     let Some(url) = support::external_service("TIDAL_TEST_MYSQL") else {
@@ -80,17 +79,16 @@ async fn kill9_tidal_process() {
     assert!(out.load.txns >= 800, "{out:?}");
 }
 
-/// The bug `kill9_tidal_process` (and at times `etcd_restart`) finds, on its own: the API
-/// reports the live dataflow's watermarks (`ChangefeedView::checkpoint_ts` / `resolved_ts` in
-/// control/src/service.rs), which run ahead of the persisted checkpoint. A new process (or a
-/// dataflow restarted by the coordinator) starts from the persisted checkpoint, so the
-/// reported resolved ts — and the checkpoint, when its last save lagged — go backwards. A node
-/// with the embedded store and a blackhole sink, killed with SIGKILL and restarted on the same
-/// data directory, shows it without any other service.
+/// Regression test for a bug `kill9_tidal_process` (and at times `etcd_restart`) found: the API
+/// reported the live dataflow's watermarks, which run ahead of the persisted checkpoint, so a
+/// new process (or a dataflow restarted by the coordinator) starting from the persisted
+/// checkpoint made the reported checkpoint and resolved ts go backwards. The API now reports
+/// only persisted values (the resolved ts is persisted with the checkpoint). A node with the
+/// embedded store and a blackhole sink, killed with SIGKILL and restarted on the same data
+/// directory three times, shows it without any other service.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-#[ignore = "known bug: reported watermarks go backwards across a restart (docs/RELIABILITY.md)"]
-async fn api_watermarks_regress_across_process_restart() {
-    let name = "api_watermarks_regress_across_process_restart";
+async fn regression_api_watermarks_went_backwards_across_process_restart() {
+    let name = "regression_api_watermarks_went_backwards_across_process_restart";
     let tag = run_tag();
     let up = Upstream::start(&tag).await;
     let dir = tempfile::tempdir().expect("dir");

@@ -13,7 +13,6 @@ const WARM_UP: Duration = Duration::from_secs(3);
 const RECOVERY_LIMIT: Duration = Duration::from_secs(30);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-#[ignore = "known bug: reported watermarks go backwards across a restart (docs/RELIABILITY.md)"]
 async fn etcd_restart() {
     let name = "etcd_restart";
     let Some(url) = support::external_service("TIDAL_TEST_MYSQL") else {

@@ -73,7 +73,7 @@ pub use registry::{DIAGNOSIS_SPANS, Registry};
 use crate::meta::{
     BumpOptions, ChangeFeedInfo, ChangefeedRef, Compare, CompareOp, FeedState, KeyLayout,
     MetaError, MetaStore, Op, ParsedKey, Progress, Txn, WatchStream, bump_epoch, delete_changefeed,
-    load_changefeed, update_checkpoint_fenced,
+    load_changefeed, update_progress_fenced,
 };
 use crate::metrics::{ChecksumState as MetricsChecksum, Metrics};
 use crate::service::{ChangefeedService, ErrorCode};
@@ -285,8 +285,10 @@ impl Drop for Coordinator {
 /// Outcome of one checkpoint persistence attempt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Persist {
-    /// Written.
+    /// Written, with a new checkpoint.
     Saved,
+    /// Written: only the resolved ts advanced.
+    SavedResolved,
     /// Nothing new to write (or the checksum gate is closed).
     Unchanged,
     /// Refused: the stored epoch is not ours.
@@ -507,7 +509,7 @@ impl Runner {
                         }
                     }
                 }
-                Persist::Unchanged | Persist::Failed => {}
+                Persist::SavedResolved | Persist::Unchanged | Persist::Failed => {}
             }
         }
         changed
@@ -561,25 +563,44 @@ impl Runner {
         }
     }
 
-    /// Persists the run's checkpoint if it advanced and the checksum gate is open.
+    /// Persists the run's checkpoint and resolved ts if either advanced and the checksum gate
+    /// is open.
     async fn persist(&self, feed: &RunningFeed) -> Persist {
         // In a multi-process run this is capped by what every remote worker vouches for.
         let Some(ckpt) = feed.handle.persistable_checkpoint() else {
             return Persist::Unchanged;
         };
-        let mut ckpt = ckpt.0;
+        let last = feed.last_saved.load(Ordering::Acquire);
+        let mut ckpt = ckpt.0.max(last);
         if feed.target_ts > 0 {
             ckpt = ckpt.min(feed.target_ts);
         }
-        let last = feed.last_saved.load(Ordering::Acquire);
-        if ckpt <= last {
+        // The resolved ts is the global frontier (timely's progress tracking spans every
+        // process), gated like the checkpoint: a worker that lost a span would make it too high.
+        let resolved = feed.handle.resolved_ts().0.max(ckpt);
+        let last_resolved = feed.last_saved_resolved.load(Ordering::Acquire);
+        if ckpt <= last && resolved <= last_resolved {
             return Persist::Unchanged;
         }
-        match update_checkpoint_fenced(self.store(), self.keys(), &feed.cf, feed.epoch, ckpt).await
+        match update_progress_fenced(
+            self.store(),
+            self.keys(),
+            &feed.cf,
+            feed.epoch,
+            ckpt,
+            resolved,
+        )
+        .await
         {
             Ok(true) => {
                 feed.last_saved.fetch_max(ckpt, Ordering::AcqRel);
-                Persist::Saved
+                feed.last_saved_resolved
+                    .fetch_max(resolved, Ordering::AcqRel);
+                if ckpt > last {
+                    Persist::Saved
+                } else {
+                    Persist::SavedResolved
+                }
             }
             Ok(false) => {
                 tracing::warn!(changefeed = %feed.cf, epoch = feed.epoch, "checkpoint refused: a newer owner exists; stopping this run");
@@ -763,6 +784,10 @@ impl Runner {
             .status
             .as_ref()
             .map_or(info.start_ts, |s| s.checkpoint_ts);
+        let saved_resolved = loaded
+            .status
+            .as_ref()
+            .map_or(checkpoint, |s| s.resolved_ts.max(checkpoint));
         if info.target_ts > 0 && checkpoint >= info.target_ts {
             if let Err(e) = transition_fenced(
                 self.store(),
@@ -868,6 +893,7 @@ impl Runner {
             start_checkpoint: checkpoint,
             target_ts: info.target_ts,
             last_saved: AtomicU64::new(checkpoint),
+            last_saved_resolved: AtomicU64::new(saved_resolved),
             published_rows: AtomicU64::new(0),
             published_bytes: AtomicU64::new(0),
             members,

@@ -40,6 +40,8 @@ pub(crate) struct RunningFeed {
     pub(crate) target_ts: u64,
     /// The last checkpoint persisted by this run (starts at `start_checkpoint`).
     pub(crate) last_saved: AtomicU64,
+    /// The last resolved ts persisted with it (starts at the persisted one).
+    pub(crate) last_saved_resolved: AtomicU64,
     /// Rows / bytes already published to the sink metrics.
     pub(crate) published_rows: AtomicU64,
     pub(crate) published_bytes: AtomicU64,
@@ -160,12 +162,15 @@ impl Registry {
 
 fn watermarks_of(feed: &RunningFeed) -> Watermarks {
     let mut w = feed.handle.watermarks();
-    if feed.members.is_some() {
-        // A multi-process run reports the checkpoint it persisted: its live frontier may be
-        // ahead of what every process vouches for, and a restart resumes from the persisted
-        // one, so reporting more could make the API's checkpoint go backwards.
-        w.checkpoint_ts = Ts(feed.last_saved.load(Ordering::Acquire)).min(w.resolved_ts);
-    }
+    // The API reports what was persisted, not the live frontiers: a restart (of this process,
+    // or of the run after an error or a membership change) resumes from the persisted
+    // checkpoint, and the live values of the new run start there — reporting the old run's
+    // live values would make the API's watermarks go backwards. In a multi-process run the
+    // live frontier may also be ahead of what every process vouches for. The cost is up to one
+    // `checkpoint_interval` of extra lag in what the API shows.
+    let saved = feed.last_saved.load(Ordering::Acquire);
+    w.checkpoint_ts = Ts(saved);
+    w.resolved_ts = Ts(feed.last_saved_resolved.load(Ordering::Acquire).max(saved));
     let puller = feed
         .handle
         .slowest_spans(1)

@@ -268,6 +268,12 @@ impl ChangeFeedInfo {
 pub struct ChangeFeedStatus {
     /// Everything before (and at) this ts is in the sink.
     pub checkpoint_ts: u64,
+    /// The highest resolved ts persisted with a checkpoint (`resolved-ts`, as older TiCDC
+    /// versions kept it). The API reports it instead of the live value, so what it says never
+    /// goes backwards when a dataflow restarts from the persisted checkpoint. Left out of the
+    /// JSON while 0, so a status Tidal never ran keeps TiCDC's shape.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub resolved_ts: u64,
     /// Progress of a stop/remove.
     pub progress: Progress,
     /// Minimum table barrier ts.
@@ -277,6 +283,10 @@ pub struct ChangeFeedStatus {
     /// Fields not modelled above, kept verbatim.
     #[serde(flatten)]
     pub extra: Map<String, Value>,
+}
+
+fn is_zero(v: &u64) -> bool {
+    *v == 0
 }
 
 impl ChangeFeedStatus {
@@ -749,6 +759,7 @@ mod tests {
     fn status_json_shape() {
         let s = ChangeFeedStatus {
             checkpoint_ts: 449_843_373_428_998_145,
+            resolved_ts: 0,
             progress: Progress::STOPPING,
             min_table_barrier_ts: 449_843_373_428_998_000,
             admin_job_type: AdminJobType::STOP,
@@ -761,6 +772,18 @@ mod tests {
         assert_eq!(
             ChangeFeedStatus::from_json(&s.to_json().unwrap()).unwrap(),
             s
+        );
+        let with_resolved = ChangeFeedStatus {
+            resolved_ts: 449_843_373_428_998_200,
+            ..s.clone()
+        };
+        assert_eq!(
+            String::from_utf8(with_resolved.to_json().unwrap()).unwrap(),
+            r#"{"checkpoint-ts":449843373428998145,"resolved-ts":449843373428998200,"progress":3,"min-table-barrier-ts":449843373428998000,"admin-job-type":1}"#
+        );
+        assert_eq!(
+            ChangeFeedStatus::from_json(&with_resolved.to_json().unwrap()).unwrap(),
+            with_resolved
         );
         let minimal = ChangeFeedStatus::from_json(br#"{"checkpoint-ts":5}"#).unwrap();
         assert_eq!(minimal.checkpoint_ts, 5);

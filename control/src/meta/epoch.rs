@@ -205,8 +205,11 @@ async fn cas_loop<R>(
 /// A change to the status document made together with an epoch bump.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct StatusChange {
-    /// New checkpoint, if any.
+    /// New checkpoint, if any. Moving it back (resume with `overwrite_checkpoint_ts`) moves the
+    /// persisted resolved ts back with it; otherwise that never falls below the checkpoint.
     pub checkpoint_ts: Option<u64>,
+    /// A resolved ts reached; the persisted one only ever rises to it.
+    pub resolved_ts: Option<u64>,
     /// New progress, if any.
     pub progress: Option<Progress>,
 }
@@ -228,7 +231,15 @@ fn apply_status_change(loaded: &LoadedChangefeed, change: StatusChange) -> Chang
         .clone()
         .unwrap_or_else(|| ChangeFeedStatus::at(loaded.info.start_ts));
     if let Some(ts) = change.checkpoint_ts {
+        status.resolved_ts = if ts < status.checkpoint_ts {
+            ts
+        } else {
+            status.resolved_ts.max(ts)
+        };
         status.checkpoint_ts = ts;
+    }
+    if let Some(ts) = change.resolved_ts {
+        status.resolved_ts = status.resolved_ts.max(ts);
     }
     if let Some(p) = change.progress {
         status.progress = p;
@@ -308,6 +319,19 @@ pub async fn update_checkpoint_fenced(
     my_epoch: u64,
     checkpoint_ts: u64,
 ) -> Result<bool, MetaError> {
+    update_progress_fenced(store, keys, cf, my_epoch, checkpoint_ts, checkpoint_ts).await
+}
+
+/// Sets the checkpoint and raises the persisted resolved ts to `resolved_ts` (never below the
+/// checkpoint) if the stored epoch is `my_epoch`; `Ok(false)` (and no write) if not.
+pub async fn update_progress_fenced(
+    store: &dyn MetaStore,
+    keys: &KeyLayout,
+    cf: &ChangefeedRef,
+    my_epoch: u64,
+    checkpoint_ts: u64,
+    resolved_ts: u64,
+) -> Result<bool, MetaError> {
     cas_loop(store, keys, cf, "update checkpoint", |loaded| {
         if stale(cf, my_epoch, loaded.info.epoch, "checkpoint") {
             return Ok(Step::Done(false));
@@ -316,6 +340,7 @@ pub async fn update_checkpoint_fenced(
             loaded,
             StatusChange {
                 checkpoint_ts: Some(checkpoint_ts),
+                resolved_ts: Some(resolved_ts),
                 progress: None,
             },
         );
@@ -385,6 +410,7 @@ pub async fn resume_changefeed(
             loaded,
             StatusChange {
                 checkpoint_ts: overwrite_checkpoint_ts,
+                resolved_ts: None,
                 progress: Some(Progress::NONE),
             },
         );
@@ -410,6 +436,7 @@ pub async fn pause_changefeed(
             loaded,
             StatusChange {
                 checkpoint_ts: None,
+                resolved_ts: None,
                 progress: Some(Progress::STOPPING),
             },
         );
@@ -434,6 +461,7 @@ pub async fn remove_changefeed(
             loaded,
             StatusChange {
                 checkpoint_ts: None,
+                resolved_ts: None,
                 progress: Some(Progress::REMOVING),
             },
         );

@@ -26,7 +26,8 @@ pub use embedded::{EmbeddedOptions, EmbeddedStore};
 pub use epoch::{
     BumpOptions, LoadedChangefeed, StatusChange, advance_epoch, bump_epoch, create_changefeed,
     delete_changefeed, epoch_matches, load_changefeed, pause_changefeed, remove_changefeed,
-    resume_changefeed, update_checkpoint_fenced, update_state_fenced, write_status_fenced,
+    resume_changefeed, update_checkpoint_fenced, update_progress_fenced, update_state_fenced,
+    write_status_fenced,
 };
 pub use etcd::EtcdStore;
 pub use keys::{ChangefeedRef, KeyLayout, ParsedKey, validate_changefeed_id};
