@@ -16,9 +16,19 @@
 //!   transaction waits with its capability moved up to `T + 1` (see [`crate::barrier`]).
 //!
 //! Transactions are kept in arrival order; a transaction is written only after everything
-//! before it of the same span has been written, so per-key order holds. At most
-//! `max_inflight_batches` batches are in flight per worker; the process-wide in-flight byte
-//! count is what the sources throttle on.
+//! before it of the same span has been written, so per-key order holds. A transaction may
+//! arrive as several items (a spilled one is read back in chunks); each item is a
+//! [`SinkTxn`](tidal_sinks::SinkTxn) of its own, so such a transaction can reach the sink in
+//! several batches (invariant 3 allows a split past the batch size).
+//!
+//! # Flow control
+//!
+//! At most `max_inflight_batches` batches are in flight per worker. Every byte the driver
+//! holds — queued (`Stats::queued_bytes`) or in flight (`Stats::inflight_bytes`) — is also
+//! counted in the feed's memory quota from the moment the item arrives until its batch is
+//! durable; the sources stop releasing and pulling while the drivers hold their share (see
+//! [`crate::source`]), so a slow sink slows the sources and, through the quota, the reads from
+//! TiKV.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
@@ -99,6 +109,7 @@ pub(crate) fn sink_driver<'s>(
                                 .stats
                                 .inflight_bytes
                                 .fetch_sub(b.bytes, Ordering::Relaxed);
+                            ctx.feed.quota().release(b.bytes as usize);
                             let mut rows = 0;
                             let mut max = Ts::ZERO;
                             {
@@ -162,6 +173,14 @@ pub(crate) fn sink_driver<'s>(
                     return;
                 }
                 if let Some(cap) = cap.retain_least(0) {
+                    let bytes: usize = data.iter().map(|i| i.bytes).sum();
+                    // Held here until durable: counted in the feed's quota and in the
+                    // queued bytes the sources throttle on.
+                    shared
+                        .stats
+                        .queued_bytes
+                        .fetch_add(bytes as u64, Ordering::Relaxed);
+                    ctx.feed.quota().acquire(bytes);
                     groups.push_back(Group {
                         cap,
                         items: data.drain(..).collect(),
@@ -208,6 +227,10 @@ pub(crate) fn sink_driver<'s>(
                     .stats
                     .inflight_bytes
                     .fetch_add(*batch_bytes, Ordering::Relaxed);
+                shared
+                    .stats
+                    .queued_bytes
+                    .fetch_sub(*batch_bytes, Ordering::Relaxed);
                 inflight.insert(
                     id,
                     InFlight {

@@ -52,12 +52,37 @@
 //! exchanges its own serializable records and owns the per-key order of what it routes.
 //! [`timely`] is re-exported so that such programs use the same version.
 //!
+//! # Flow control and memory
+//!
+//! Timely has no backpressure, so the changefeed makes its own: every row between TiKV and the
+//! sink is counted in the feed's memory quota `Q` (`FeedConfig::memory_quota`) in exactly one
+//! place — the feed (matchers and subscription queues), a worker's span buffers (at most
+//! `Q / 4 / local workers` in memory), or the sink drivers (queued and in flight, at most
+//! `min(max_inflight_bytes, Q / 4)`). While the drivers hold their share with a batch in
+//! flight, the sources neither pull nor release; the subscription queues fill and the feed
+//! stops reading from TiKV, so a slow sink slows the sources and no queue grows with the
+//! upstream. Rows waiting for their resolved ts beyond a worker's share (a transaction larger
+//! than the quota, a stuck span) are spilled to disk ([`spill`]) and read back in bounded
+//! chunks when released: a spilled transaction reaches the sink as several items of the same
+//! transaction, in several batches once past the batch size. Details in [`source`] and
+//! [`driver`].
+//!
+//! What the quota does not count is a bounded constant: the gRPC message being decoded and
+//! the one the feed reads past a full quota (up to 6 MiB each), per-row headers of decoded
+//! rows, spill I/O buffers (about 1.5 MiB per worker) and allocator retention. The root
+//! package's `tests/memory_slow_sink.rs` pins it at 64 MiB: with 1 GiB of changes upstream
+//! and a sink that crawls, the process's RSS grows by at most `Q + 64 MiB` (measured:
+//! `Q + 8–30 MiB`).
+//!
 //! # Known limitations
 //!
-//! - Rows pulled from the feed wait in memory (per span) until their span's resolved ts
-//!   passes; huge transactions are not spilled to disk. The feed's memory quota and the
-//!   in-flight bound of the sink drivers limit how much is pulled, not how large one
-//!   transaction may be.
+//! - The prewrites of an upstream transaction that has not committed yet are held by the
+//!   feed's matcher (TiKV sends values with the prewrites), which reads past its quota rather
+//!   than deadlock; a transaction larger than the quota is therefore in memory once, as
+//!   prewrites, before its committed rows are spilled.
+//! - DML that waits in a sink driver behind a pending DDL still counts against the drivers'
+//!   share; while nothing is in flight the sources keep pulling and release only from their
+//!   lowest spans (at most one share per activation), so that the DDL can run.
 //! - A process's handle sees its own workers only; in a multi-process cluster each process's
 //!   control plane aggregates its local watermarks (the frontiers themselves are global).
 #![deny(missing_docs)]
@@ -72,6 +97,7 @@ mod run;
 pub mod shared;
 pub mod source;
 pub mod spec;
+pub mod spill;
 pub mod txn;
 
 pub use handle::{ChangefeedHandle, Watermarks};

@@ -31,14 +31,40 @@
 //!
 //! # Flow control
 //!
-//! The source stops pulling from the feed while the process's sink drivers have more than
-//! `max_inflight_bytes` in flight; the feed's memory quota then stops reading from TiKV. Rows
-//! already pulled wait in span buffers until their span's resolved ts passes; a single
-//! transaction larger than memory is not spilled to disk (a known limitation).
+//! Every row between TiKV and the sink is counted in the feed's memory quota `Q`
+//! (`FeedConfig::memory_quota`), in exactly one place at a time:
+//!
+//! | where | bounded by |
+//! |---|---|
+//! | feed: prewrites in matchers, rows in subscription queues | the feed stops reading while the quota is used |
+//! | span buffers of one worker, in memory | `Q / 4 / local workers`; beyond it rows spill to disk |
+//! | sink drivers: queued and in flight (process) | `min(max_inflight_bytes, Q / 4)` |
+//!
+//! Pulling from a subscription moves bytes from the feed's count to the span buffers'; a
+//! released transaction moves them on to the drivers' count, which drops only once the sink
+//! reports the batch durable. While the drivers hold their share and a batch is in flight the
+//! drivers are *saturated*: the source neither pulls nor releases (a slow sink slows the
+//! sources), the subscription queues fill, and the feed stops reading from TiKV. When the
+//! drivers hold their share but nothing is in flight, what they hold waits behind a DDL
+//! barrier, which only the sources can lift: the source then keeps pulling (so resolved ts keep
+//! arriving) and releases only from its lowest spans, at most one share per activation.
+//!
+//! Span buffers spill instead of growing. A pull stops once the worker's span buffers hold
+//! their share in memory (the rest stays in the feed's queues, where the quota stops the
+//! feed). If what they hold cannot be released — it waits for its span's resolved ts, which
+//! only pulling further can bring — the newest transactions of the largest buffers move to
+//! disk ([`crate::spill`]) until half the share is left, and pulling goes on. Rows held back
+//! only because the drivers are full are not spilled (the sink will take them). A spilled transaction is read back in
+//! chunks of at most half the share when it is released, so a transaction larger than the
+//! quota is never whole in memory again; it reaches the sink as several items (and so, past
+//! the batch size, in several batches). The spill files of a worker live in a directory of
+//! their own under `ChangefeedSpec::spill_dir` and are removed when read back and when the
+//! source is dropped.
 
 use std::collections::{BTreeMap, HashSet};
+use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use timely::container::CapacityContainerBuilder;
@@ -57,12 +83,18 @@ use crate::routing::{self, DDL_OWNER};
 use crate::run::ProcessCtx;
 use crate::shared::SpanProgress;
 use crate::spec::ChangefeedError;
+use crate::spill::{self, SpillError, Spiller};
 use crate::txn::{SpanBuffer, TxnDecoder};
 
 /// Feed events taken from one subscription per activation before yielding.
 const EVENTS_PER_ACTIVATION: usize = 256;
 /// How often span diagnostics are copied to the handle.
 const DIAGNOSTICS_EVERY: Duration = Duration::from_millis(250);
+/// Smallest in-memory share of a worker's span buffers and smallest read-back chunk.
+const MIN_SHARE: usize = 64 << 10;
+/// Numbers the spill directories of this process, so that two changefeeds (or two runs of
+/// one) never share one.
+static SPILL_RUNS: AtomicU64 = AtomicU64::new(0);
 
 type TxnOutput<'a> = OutputBuilderSession<'a, u64, CapacityContainerBuilder<Vec<TxnItem>>>;
 type DdlOutput<'a> = OutputBuilderSession<'a, u64, CapacityContainerBuilder<Vec<DdlMsg>>>;
@@ -347,6 +379,89 @@ struct TableSource {
     spans_dirty: bool,
     last_diag: Instant,
     lost_tables: HashSet<i64>,
+    flow: Flow,
+    /// Where the next pull starts (rotates over the spans).
+    pull_from: usize,
+}
+
+/// The source's flow-control state (see the module docs).
+struct Flow {
+    spiller: Spiller,
+    /// Bytes of this worker's span buffers in memory (`Q / 4 / local workers`) above which
+    /// rows spill.
+    buffer_share: usize,
+    /// Bytes the process's sink drivers may hold before the sources wait (`min(max in-flight
+    /// bytes, Q / 4)`).
+    driver_share: usize,
+    /// Largest chunk read back from a spilled transaction.
+    chunk_bytes: usize,
+    /// Span-buffer bytes currently counted in the feed's quota by this worker.
+    counted: usize,
+    /// Spill counters already added to the shared stats.
+    published_bytes: u64,
+    published_files: u64,
+}
+
+impl Flow {
+    fn new(ctx: &ProcessCtx, index: usize) -> Flow {
+        let quota = ctx.feed.quota().capacity().max(1);
+        let workers = ctx.shared.local_workers.len().max(1);
+        let buffer_share = (quota / 4 / workers).max(MIN_SHARE);
+        let driver_share = (ctx.shared.max_inflight_bytes as usize)
+            .min(quota / 4)
+            .max(1);
+        let chunk_bytes = (buffer_share / 2).min(ctx.max_batch_bytes).max(MIN_SHARE);
+        let (dir, parents) = spill_location(ctx, index);
+        Flow {
+            spiller: Spiller::new(dir, parents),
+            buffer_share,
+            driver_share,
+            chunk_bytes,
+            counted: 0,
+            published_bytes: 0,
+            published_files: 0,
+        }
+    }
+}
+
+/// The spill directory of worker `index` and how many of its ancestors to remove with it:
+/// `<spill_dir>/<changefeed>/<pid>-<run>-w<index>` (directories of other processes found
+/// there are left over from a crash and removed), or
+/// `<temp>/tidal-spill/<pid>-<changefeed>-<run>-w<index>` by default.
+fn spill_location(ctx: &ProcessCtx, index: usize) -> (PathBuf, usize) {
+    let pid = std::process::id();
+    let run = SPILL_RUNS.fetch_add(1, Ordering::Relaxed);
+    let name = spill::dir_name(&ctx.shared.id);
+    match &ctx.spill_dir {
+        Some(base) => {
+            let parent = base.join(&name);
+            let mine = format!("{pid}-");
+            if let Ok(entries) = std::fs::read_dir(&parent) {
+                for e in entries.flatten() {
+                    if !e.file_name().to_string_lossy().starts_with(&mine) {
+                        tracing::info!(dir = %e.path().display(), "removing a stale spill directory");
+                        let _ = std::fs::remove_dir_all(e.path());
+                    }
+                }
+            }
+            (parent.join(format!("{pid}-{run}-w{index}")), 1)
+        }
+        None => (
+            std::env::temp_dir()
+                .join("tidal-spill")
+                .join(format!("{pid}-{name}-{run}-w{index}")),
+            1,
+        ),
+    }
+}
+
+impl Drop for TableSource {
+    fn drop(&mut self) {
+        // The buffers go with the source: give their bytes back to the feed's quota (the
+        // spiller removes the worker's spill directory when it drops).
+        self.ctx.feed.quota().release(self.flow.counted);
+        self.flow.counted = 0;
+    }
 }
 
 impl TableSource {
@@ -366,6 +481,7 @@ impl TableSource {
             ctx.shared.filter.clone(),
             ctx.safe_mode_until,
         );
+        let flow = Flow::new(&ctx, index);
         let mut s = TableSource {
             ctx,
             index,
@@ -382,6 +498,8 @@ impl TableSource {
             spans_dirty: true,
             last_diag: Instant::now() - DIAGNOSTICS_EVERY,
             lost_tables: HashSet::new(),
+            flow,
+            pull_from: 0,
         };
         s.reconcile(start);
         s.publish_spans();
@@ -510,24 +628,45 @@ impl TableSource {
     }
 
     /// Takes feed events; true if some subscription has more waiting.
-    fn pull(&mut self) -> bool {
+    /// Takes feed events until this worker's span buffers hold more than `limit` bytes in
+    /// memory; true if some subscription has more waiting (or the limit stopped the pull).
+    /// Starts with a different span every time, so that no span's events wait behind another's.
+    fn pull(&mut self, limit: usize) -> bool {
         let mut more = false;
         let mut error = None;
-        for slot in self.spans.values_mut() {
+        let mut mem: usize = self.spans.values().map(|s| s.buffer.bytes()).sum();
+        let n = self.spans.len();
+        if n == 0 {
+            return false;
+        }
+        let first = self.pull_from % n;
+        self.pull_from = self.pull_from.wrapping_add(1);
+        let (head, tail): (Vec<_>, Vec<_>) = self
+            .spans
+            .values_mut()
+            .enumerate()
+            .partition(|(i, _)| *i >= first);
+        'spans: for (_, slot) in head.into_iter().chain(tail) {
             let Some(sub) = slot.sub.as_ref() else {
                 continue;
             };
             let mut taken = 0;
             while taken < EVENTS_PER_ACTIVATION {
+                if mem > limit {
+                    more = true;
+                    break 'spans;
+                }
                 let Some(ev) = sub.try_recv() else { break };
                 taken += 1;
                 match ev {
                     FeedEvent::Rows(rows) => {
+                        let before = slot.buffer.bytes();
                         for r in rows {
                             if r.commit_ts > slot.released {
                                 slot.buffer.push(r);
                             }
                         }
+                        mem = mem.saturating_add(slot.buffer.bytes().saturating_sub(before));
                     }
                     FeedEvent::Resolved(ts) => slot.resolved = slot.resolved.max(ts),
                     FeedEvent::Error(e) => {
@@ -535,15 +674,12 @@ impl TableSource {
                             table_id: slot.span.table_id,
                             detail: e.to_string(),
                         });
-                        break;
+                        break 'spans;
                     }
                 }
             }
             if taken >= EVENTS_PER_ACTIVATION {
                 more = true;
-            }
-            if error.is_some() {
-                break;
             }
         }
         if let Some(e) = error {
@@ -572,26 +708,42 @@ impl TableSource {
         self.apply_ddls(ddl_bound);
         self.check_sabotage();
         let shared = Arc::clone(&self.ctx.shared);
-        let throttled =
-            shared.stats.inflight_bytes.load(Ordering::Relaxed) > shared.max_inflight_bytes;
-        let more = if throttled {
+        // What the sink drivers of the process hold, and whether they are saturated: holding
+        // their share with a batch in flight (the sink will make room).
+        let inflight = shared.stats.inflight_bytes.load(Ordering::Relaxed) as usize;
+        let held =
+            inflight.saturating_add(shared.stats.queued_bytes.load(Ordering::Relaxed) as usize);
+        let saturated = held >= self.flow.driver_share && inflight > 0;
+        let mut more = if saturated {
             shared.stats.throttled.fetch_add(1, Ordering::Relaxed);
             self.activator.activate_after(Duration::from_millis(5));
             false
         } else {
-            self.pull()
+            self.pull(self.flow.buffer_share)
         };
         if self.failed {
             return;
         }
         let target = shared.target_ts;
 
-        // Release every span's rows up to its own bound.
+        // Release every span's rows up to its own bound, while the drivers have room.
         {
             let Some(cap) = self.cap.as_ref() else { return };
             let mut session = output.session(cap);
             let mut error = None;
             let (mut txns, mut rows) = (0u64, 0u64);
+            // The spans holding the capability back: the only ones released from while the
+            // drivers are full of DML waiting behind a DDL.
+            let lowest = self
+                .spans
+                .values()
+                .filter(|s| !s.lost && s.sub.is_some())
+                .map(|s| s.released)
+                .min();
+            let mut emitted = 0usize;
+            let mut gated = false;
+            let share = self.flow.driver_share;
+            let chunk = self.flow.chunk_bytes;
             'spans: for slot in self.spans.values_mut() {
                 if slot.lost || slot.sub.is_none() {
                     continue;
@@ -606,12 +758,35 @@ impl TableSource {
                 if bound <= slot.released {
                     continue;
                 }
-                for raw in slot.buffer.release(bound) {
+                let mut done = false;
+                loop {
+                    let full = held.saturating_add(emitted) >= share;
+                    let escape = inflight == 0 && Some(slot.released) == lowest && emitted < share;
+                    if full && !escape {
+                        gated = true;
+                        break;
+                    }
+                    let raw =
+                        match slot
+                            .buffer
+                            .next_ready(bound, chunk, Some(&mut self.flow.spiller))
+                        {
+                            Ok(Some(raw)) => raw,
+                            Ok(None) => {
+                                done = true;
+                                break;
+                            }
+                            Err(e) => {
+                                error = Some(spill_error(slot.span.table_id, e));
+                                break 'spans;
+                            }
+                        };
                     let safe = raw.commit_ts <= slot.safe_until;
                     match self.decoder.decode(slot.id, slot.span.table_id, raw, safe) {
                         Ok(Some(item)) => {
                             txns += 1;
                             rows += item.txn.rows.len() as u64;
+                            emitted = emitted.saturating_add(item.bytes);
                             session.give(item);
                         }
                         Ok(None) => {}
@@ -621,7 +796,17 @@ impl TableSource {
                         }
                     }
                 }
-                slot.released = bound;
+                if done {
+                    slot.released = bound;
+                } else {
+                    // Everything below the first transaction still held has been sent (a
+                    // transaction read back in chunks stays held until its last chunk).
+                    let below = slot
+                        .buffer
+                        .min_commit_ts()
+                        .map_or(bound, |c| Ts(c.0.saturating_sub(1)));
+                    slot.released = slot.released.max(bound.min(below));
+                }
             }
             drop(session);
             shared.stats.txns_emitted.fetch_add(txns, Ordering::Relaxed);
@@ -630,7 +815,23 @@ impl TableSource {
                 self.fail(e);
                 return;
             }
+            if gated && !saturated {
+                // Room will come from the drivers' next batches; look again soon.
+                self.activator.activate_after(Duration::from_millis(1));
+            }
+            // Rows still in memory past the share wait for their resolved ts (or, when the
+            // drivers are full, for the sink: those are not spilled unless far past it).
+            let mem: usize = self.spans.values().map(|s| s.buffer.bytes()).sum();
+            let share = self.flow.buffer_share;
+            if mem > share && (!gated || mem > share.saturating_mul(2)) {
+                if let Err(e) = self.spill_over_share() {
+                    self.fail(e);
+                    return;
+                }
+                more = true;
+            }
         }
+        self.sync_quota();
 
         // Spans of dropped tables leave once their rows up to the drop are out.
         let before = self.spans.len();
@@ -693,7 +894,65 @@ impl TableSource {
         if more {
             self.activator.activate();
         }
+        // Buffers of spans that left, or were cleared, no longer hold memory or files.
+        self.flow.spiller.collect();
+        self.sync_quota();
         self.publish_spans();
+    }
+
+    /// Spills the newest transactions of the largest span buffers while this worker's
+    /// buffers hold more than their share in memory, down to half the share.
+    fn spill_over_share(&mut self) -> Result<(), ChangefeedError> {
+        let share = self.flow.buffer_share;
+        let mut mem: usize = self.spans.values().map(|s| s.buffer.bytes()).sum();
+        if mem <= share {
+            return Ok(());
+        }
+        let target = share / 2;
+        let mut order: Vec<(usize, u128)> = self
+            .spans
+            .iter()
+            .map(|(id, s)| (s.buffer.bytes(), *id))
+            .filter(|(b, _)| *b > 0)
+            .collect();
+        order.sort_unstable_by(|a, b| b.cmp(a));
+        for (bytes, id) in order {
+            if mem <= target {
+                break;
+            }
+            let Some(slot) = self.spans.get_mut(&id) else {
+                continue;
+            };
+            let keep = bytes.saturating_sub(mem - target);
+            let moved = slot
+                .buffer
+                .spill(&mut self.flow.spiller, keep)
+                .map_err(|e| spill_error(slot.span.table_id, e))?;
+            mem = mem.saturating_sub(moved);
+        }
+        let stats = &self.ctx.shared.stats;
+        let (bytes, files) = (
+            self.flow.spiller.bytes_written(),
+            self.flow.spiller.files_created(),
+        );
+        stats
+            .spilled_bytes
+            .fetch_add(bytes - self.flow.published_bytes, Ordering::Relaxed);
+        stats
+            .spill_files
+            .fetch_add(files - self.flow.published_files, Ordering::Relaxed);
+        self.flow.published_bytes = bytes;
+        self.flow.published_files = files;
+        self.sync_quota();
+        Ok(())
+    }
+
+    /// Makes the bytes this worker counts in the feed's quota those its span buffers hold in
+    /// memory.
+    fn sync_quota(&mut self) {
+        let mem: usize = self.spans.values().map(|s| s.buffer.bytes()).sum();
+        self.ctx.feed.quota().adjust(self.flow.counted, mem);
+        self.flow.counted = mem;
     }
 
     fn publish_spans(&mut self) {
@@ -731,5 +990,12 @@ impl TableSource {
             e.buffered_rows = slot.buffer.rows();
             e.diagnostics = diagnostics;
         }
+    }
+}
+
+fn spill_error(table_id: i64, e: SpillError) -> ChangefeedError {
+    ChangefeedError::Feed {
+        table_id,
+        detail: format!("spilling rows to disk: {e}"),
     }
 }

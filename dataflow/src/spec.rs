@@ -107,9 +107,10 @@ pub struct ChangefeedSpec {
     /// `None` sends decoded transactions straight to the sink.
     pub stage: Option<UserStage>,
     /// Where rows that do not fit in the memory quota are spilled (see [`crate::spill`]): each
-    /// worker writes into `<spill_dir>/<changefeed id>/w<worker>`, emptied at start and removed
-    /// when the changefeed stops. `None`: a directory under the system's temp dir, unique to
-    /// this process and changefeed. The server passes `<data-dir>/spill`.
+    /// worker writes into `<spill_dir>/<changefeed id>/<pid>-<n>-w<worker>`, removed when the
+    /// changefeed stops (directories another process left there are removed at start). `None`:
+    /// a directory under the system's temp dir, unique to this process and changefeed. The
+    /// server passes `<data-dir>/spill`.
     pub spill_dir: Option<std::path::PathBuf>,
 }
 

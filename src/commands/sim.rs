@@ -10,11 +10,13 @@ use anyhow::{Context, bail};
 use clap::{Args, ValueEnum};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
+use tidal_model::Datum;
+use tidal_model::tablecodec::Handle;
 use tidal_sim::cluster::{SimCluster, SimConfig};
-use tidal_sim::tidb::Tidb;
+use tidal_sim::tidb::{ColumnSpec, PrimaryKey, TableSpec, Tidb, TidbError, types};
 use tidal_sim::workload::{
     self, Bank, BankConfig, DdlMix, DdlMixConfig, LargeTxn, LargeTxnConfig, ManyTables,
-    ManyTablesConfig, RunOptions, Sysbench, SysbenchConfig, Workload, WorkloadHandle,
+    ManyTablesConfig, RunOptions, StepSink, Sysbench, SysbenchConfig, Workload, WorkloadHandle,
 };
 
 const AFTER_HELP: &str = "\
@@ -30,8 +32,14 @@ Workloads (--workload, repeatable; each runs in its own task, seeded from --seed
                --tables = tables created at start (3).
   large-txn    One transaction of many rows per step, cycling insert, update, delete of a batch.
                --rows = rows per transaction (10000).
+--row-bytes sets the width of the wide column (sysbench's `c`, 120; large-txn's `payload`, 64,
+at most 16383): wide rows make gigabytes of changes cheap to generate.
   many-tables  Creates many small tables in batched `create tables` jobs, then writes single rows
                into random ones. --tables = number of tables (10000).
+  wide         Wide rows, cheap to generate: table wide.t (id BIGINT PRIMARY KEY, v BIGINT,
+               payload BLOB); each step is one transaction of --rows rows (64) of --row-bytes
+               bytes (16000), cycling insert, update, delete of a batch like large-txn. For
+               memory and throughput tests that need gigabytes of changes.
 
 Faults (--fault, repeatable; one is injected every --fault-every, in turn):
   split        Split a random region at a key that holds data.
@@ -74,6 +82,9 @@ pub struct SimArgs {
     /// Rows (per table, per transaction or accounts; see below).
     #[arg(long)]
     pub rows: Option<u64>,
+    /// Width in bytes of the wide column of sysbench and large-txn rows (see below).
+    #[arg(long)]
+    pub row_bytes: Option<usize>,
     /// Stop after this long (default: run until Ctrl-C).
     #[arg(long, value_parser = parse_duration)]
     pub duration: Option<Duration>,
@@ -104,6 +115,8 @@ pub enum WorkloadKind {
     LargeTxn,
     /// Many tables.
     ManyTables,
+    /// Wide rows.
+    Wide,
 }
 
 /// A fault of `tidal sim`.
@@ -149,6 +162,7 @@ fn build_workload(kind: WorkloadKind, args: &SimArgs, seed: u64) -> Box<dyn Work
                 seed,
                 tables: args.tables.unwrap_or(d.tables),
                 rows_per_table: args.rows.unwrap_or(d.rows_per_table),
+                row_width: args.row_bytes.unwrap_or(d.row_width),
                 ..d
             }))
         }
@@ -178,6 +192,7 @@ fn build_workload(kind: WorkloadKind, args: &SimArgs, seed: u64) -> Box<dyn Work
                 rows_per_txn: args
                     .rows
                     .map_or(d.rows_per_txn, |r| usize::try_from(r).unwrap_or(usize::MAX)),
+                row_width: args.row_bytes.unwrap_or(d.row_width),
                 ..d
             }))
         }
@@ -189,6 +204,121 @@ fn build_workload(kind: WorkloadKind, args: &SimArgs, seed: u64) -> Box<dyn Work
                 ..d
             }))
         }
+        WorkloadKind::Wide => Box::new(WideRows::new(
+            seed,
+            args.rows
+                .map_or(64, |r| usize::try_from(r).unwrap_or(usize::MAX)),
+            args.row_bytes.unwrap_or(16_000),
+        )),
+    }
+}
+
+/// The `wide` workload: transactions of wide rows whose payload costs a few instructions per
+/// eight bytes to generate (the sim's other workloads draw every byte from the RNG, which
+/// limits them to a few MB/s in a debug build).
+#[derive(Debug)]
+struct WideRows {
+    rng: StdRng,
+    rows: i64,
+    width: usize,
+    phase: u8,
+    batch_start: i64,
+    x: u64,
+}
+
+impl WideRows {
+    const DB: &'static str = "wide";
+    const TABLE: &'static str = "t";
+
+    fn new(seed: u64, rows: usize, width: usize) -> WideRows {
+        WideRows {
+            rng: StdRng::seed_from_u64(seed),
+            rows: i64::try_from(rows.max(1)).unwrap_or(i64::MAX),
+            width: width.clamp(1, 4 << 20),
+            phase: 0,
+            batch_start: 1,
+            x: seed | 1,
+        }
+    }
+
+    /// Pseudo-random printable bytes (xorshift, eight bytes per step).
+    fn payload(&mut self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.width + 8);
+        while out.len() < self.width {
+            self.x ^= self.x << 13;
+            self.x ^= self.x >> 7;
+            self.x ^= self.x << 17;
+            out.extend_from_slice(
+                &(self.x & 0x3F3F_3F3F_3F3F_3F3F | 0x4040_4040_4040_4040).to_le_bytes(),
+            );
+        }
+        out.truncate(self.width);
+        out
+    }
+
+    fn row(&mut self, id: i64) -> Vec<Datum> {
+        vec![
+            Datum::Int(id),
+            Datum::Int(self.rng.random_range(0..1_000_000)),
+            Datum::Bytes(self.payload()),
+        ]
+    }
+}
+
+impl Workload for WideRows {
+    fn name(&self) -> &'static str {
+        "wide"
+    }
+
+    fn setup(&mut self, tidb: &Tidb, sink: &mut StepSink<'_>) -> Result<(), TidbError> {
+        if !tidb.has_database(Self::DB) {
+            let out = tidb.create_database(Self::DB)?;
+            sink.ddl(Self::DB, "", &out);
+        }
+        if tidb.table(Self::DB, Self::TABLE).is_err() {
+            let spec = TableSpec::new(
+                Self::TABLE,
+                vec![
+                    ColumnSpec::new("id", types::bigint()).not_null(),
+                    ColumnSpec::new("v", types::bigint()),
+                    ColumnSpec::new("payload", types::blob()),
+                ],
+            )
+            .primary_key(PrimaryKey::IntHandle("id".into()));
+            let out = tidb.create_table(Self::DB, &spec)?;
+            sink.ddl(Self::DB, Self::TABLE, &out);
+        } else {
+            // Start past any rows an earlier run left behind.
+            self.batch_start = 1_000_000_000 + i64::from(self.rng.random::<u16>()) * 1_000_000;
+        }
+        Ok(())
+    }
+
+    fn step(&mut self, tidb: &Tidb, sink: &mut StepSink<'_>) -> Result<(), TidbError> {
+        let table = tidb.table(Self::DB, Self::TABLE)?;
+        let ids = self.batch_start..self.batch_start.saturating_add(self.rows);
+        let mut txn = tidb.begin();
+        for id in ids {
+            match self.phase {
+                0 => {
+                    let row = self.row(id);
+                    txn.insert(&table, row)?;
+                }
+                1 => {
+                    let row = self.row(id);
+                    txn.update(&table, &Handle::Int(id), row)?;
+                }
+                _ => {
+                    txn.delete(&table, &Handle::Int(id))?;
+                }
+            }
+        }
+        sink.committed(&txn.commit()?);
+        self.phase = (self.phase + 1) % 3;
+        if self.phase == 0 {
+            self.batch_start = self.batch_start.saturating_add(self.rows);
+        }
+        Ok(())
     }
 }
 

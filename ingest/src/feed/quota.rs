@@ -10,6 +10,11 @@
 //! can only be released by reading on (its commit is further down the stream), so the streams do
 //! not wait while no undelivered output is held: the quota is then exceeded rather than
 //! deadlocked, and the overshoot is visible in [`MemoryQuota::used`].
+//!
+//! The consumer may count what it holds downstream with [`MemoryQuota::acquire`] and
+//! [`MemoryQuota::release`] (the dataflow counts its span buffers and its sink drivers' queues
+//! this way), so that one quota bounds the rows of the whole changefeed: the streams then stop
+//! reading while the consumer is behind, as long as it leaves undelivered output in the queues.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
