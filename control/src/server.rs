@@ -221,6 +221,7 @@ impl Server {
             capture_id: capture_id.clone(),
             advertise_addr: advertise.clone(),
             start_timeout: Duration::from_secs(60),
+            spill_dir: Some(cfg.data_dir.join("spill")),
         };
         let coordinator = match (&cfg.hosts, cfg.process) {
             (Some(hosts), Some(process)) => {

@@ -80,6 +80,7 @@ fn fast_config(capture: &str) -> CoordinatorConfig {
         capture_id: capture.to_string(),
         advertise_addr: format!("{capture}:8300"),
         start_timeout: Duration::from_secs(15),
+        spill_dir: None,
     }
 }
 

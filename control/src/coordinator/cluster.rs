@@ -237,6 +237,7 @@ pub(crate) struct MemberLoop {
     pub(crate) capture_id: String,
     pub(crate) interval: Duration,
     pub(crate) timeouts: ClusterTimeouts,
+    pub(crate) spill_dir: Option<std::path::PathBuf>,
     runs: HashMap<ChangefeedRef, MemberRun>,
     /// (changefeed, epoch) runs already started here: a failed one is not started again; the
     /// owner plans a new generation.
@@ -251,6 +252,7 @@ impl MemberLoop {
         capture_id: String,
         interval: Duration,
         timeouts: ClusterTimeouts,
+        spill_dir: Option<std::path::PathBuf>,
     ) -> Self {
         MemberLoop {
             store,
@@ -259,6 +261,7 @@ impl MemberLoop {
             capture_id,
             interval,
             timeouts,
+            spill_dir,
             runs: HashMap::new(),
             started: HashSet::new(),
         }
@@ -389,7 +392,10 @@ impl MemberLoop {
                 cf.clone(),
                 a.clone(),
                 index,
-                self.timeouts,
+                MemberSettings {
+                    timeouts: self.timeouts,
+                    spill_dir: self.spill_dir.clone(),
+                },
             ));
             self.runs.insert(
                 cf,
@@ -403,6 +409,12 @@ impl MemberLoop {
     }
 }
 
+/// What a member run takes from its node's settings.
+struct MemberSettings {
+    timeouts: ClusterTimeouts,
+    spill_dir: Option<std::path::PathBuf>,
+}
+
 async fn start_member(
     store: Arc<dyn MetaStore>,
     keys: KeyLayout,
@@ -410,8 +422,12 @@ async fn start_member(
     cf: ChangefeedRef,
     a: Assignment,
     index: usize,
-    timeouts: ClusterTimeouts,
+    settings: MemberSettings,
 ) -> Result<Started, String> {
+    let MemberSettings {
+        timeouts,
+        spill_dir,
+    } = settings;
     let loaded = load_changefeed(store.as_ref(), &keys, &cf)
         .await
         .map_err(|e| e.to_string())?
@@ -425,7 +441,14 @@ async fn start_member(
     let sink = tidal_sinks::open::open_sink(&loaded.info.sink_uri, &cf.id)
         .await
         .map_err(|e| format!("opening the sink: {e}"))?;
-    let spec = match build_spec(&pd, &cf, &loaded.info, a.checkpoint, Arc::clone(&sink)) {
+    let spec = match build_spec(
+        &pd,
+        &cf,
+        &loaded.info,
+        a.checkpoint,
+        Arc::clone(&sink),
+        spill_dir.as_deref(),
+    ) {
         Ok(s) => s,
         Err(f) => {
             close_sink(sink).await;

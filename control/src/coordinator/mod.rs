@@ -109,6 +109,9 @@ pub struct CoordinatorConfig {
     /// Longest time opening a sink or starting a dataflow may take before it counts as a
     /// (retryable) failure.
     pub start_timeout: Duration,
+    /// Where dataflows spill rows that do not fit in memory (`<data-dir>/spill` for the
+    /// server); `None`: a directory under the system's temp dir.
+    pub spill_dir: Option<std::path::PathBuf>,
 }
 
 impl Default for CoordinatorConfig {
@@ -125,6 +128,7 @@ impl Default for CoordinatorConfig {
             capture_id: String::new(),
             advertise_addr: String::new(),
             start_timeout: Duration::from_secs(60),
+            spill_dir: None,
         }
     }
 }
@@ -219,6 +223,7 @@ impl Coordinator {
                 cfg.capture_id.clone(),
                 cfg.checkpoint_interval,
                 timeouts,
+                cfg.spill_dir.clone(),
             );
             tokio::spawn(member.run(rx.clone()))
         });
@@ -826,7 +831,15 @@ impl Runner {
                 return;
             }
         };
-        let spec = match build_spec(&self.pd, cf, &info, checkpoint, Arc::clone(&sink)) {
+        let spill_dir = self.cfg.spill_dir.as_deref();
+        let spec = match build_spec(
+            &self.pd,
+            cf,
+            &info,
+            checkpoint,
+            Arc::clone(&sink),
+            spill_dir,
+        ) {
             Ok(s) => s,
             Err(f) => {
                 close_sink(sink).await;
@@ -1040,6 +1053,7 @@ pub(crate) fn build_spec(
     info: &ChangeFeedInfo,
     checkpoint: u64,
     sink: Arc<dyn Sink>,
+    spill_dir: Option<&std::path::Path>,
 ) -> Result<ChangefeedSpec, Failure> {
     let rules = info.config.filter_rules();
     let filter =
@@ -1054,6 +1068,7 @@ pub(crate) fn build_spec(
     spec.target_ts = (info.target_ts > 0).then_some(Ts(info.target_ts));
     spec.filter = filter;
     spec.safe_mode_until = Ts(checkpoint);
+    spec.spill_dir = spill_dir.map(std::path::Path::to_path_buf);
     if let Some(q) = info.config.memory_quota {
         spec.feed.memory_quota = usize::try_from(q).unwrap_or(usize::MAX);
     }
