@@ -43,14 +43,10 @@ impl Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-                tracing_subscriber::EnvFilter::new(cli.command.default_log_level())
-            }),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    // The server sets up logging itself, once its configuration (and `log-level`) is known.
+    if !matches!(cli.command, Command::Server(_)) {
+        commands::logging::init(cli.command.default_log_level());
+    }
     match cli.command {
         Command::Demo(args) => commands::demo::run(*args),
         Command::Server(args) => commands::server::run(*args),

@@ -5,11 +5,10 @@
 
 mod support;
 
-use std::process::{Command, Output};
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-use tidal_control::api::auth::Secret;
-use tidal_control::server::{Server, ServerConfig};
 use tidal_sim::cluster::{SimCluster, SimConfig};
 
 const USER: &str = "ops";
@@ -47,23 +46,49 @@ async fn cli_talks_https_with_basic_auth() {
     let key = dir.path().join("key.pem");
     std::fs::write(&cert, ck.cert.pem()).expect("write cert");
     std::fs::write(&key, ck.key_pair.serialize_pem()).expect("write key");
-    let cfg = ServerConfig {
-        pd: sim.pd_endpoints(),
-        addr: "127.0.0.1:0".parse().expect("addr"),
-        data_dir: dir.path().join("data"),
-        workers: 1,
-        tls_cert: Some(cert.clone()),
-        tls_key: Some(key),
-        auth_user: Some(USER.into()),
-        auth_password: Some(Secret::new(PASSWORD)),
-        ..ServerConfig::default()
-    };
-    let server = tokio::time::timeout(Duration::from_secs(30), Server::start(cfg))
+    let password_file = dir.path().join("password");
+    std::fs::write(&password_file, format!("{PASSWORD}\n")).expect("write password");
+    // The real binary, secured by flags alone.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tidal"))
+        .args(["server", "--pd", &sim.pd_endpoints().join(",")])
+        .args([
+            "--addr",
+            "127.0.0.1:0",
+            "--workers",
+            "1",
+            "--log-level",
+            "warn",
+        ])
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .arg("--tls-cert")
+        .arg(&cert)
+        .arg("--tls-key")
+        .arg(&key)
+        .args(["--auth-user", USER])
+        .arg("--auth-password-file")
+        .arg(&password_file)
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start tidal server");
+    let stdout = child.stdout.take().expect("stdout");
+    let https = tokio::task::spawn_blocking(move || {
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line).map(|_| line)
+    });
+    let line = tokio::time::timeout(Duration::from_secs(60), https)
         .await
         .expect("server start hung")
-        .expect("server starts");
-    let https = server.base_url();
-    assert!(https.starts_with("https://"), "{https}");
+        .expect("join")
+        .expect("read stdout");
+    let mut server = KillOnDrop(Some(child));
+    let https = line
+        .trim()
+        .strip_prefix("tidal server listening on ")
+        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+        .to_string();
     let ca = cert.display().to_string();
     let args = |extra: &[&str]| -> Vec<String> {
         let mut v = vec!["--server".to_string(), https.clone()];
@@ -134,6 +159,43 @@ async fn cli_talks_https_with_basic_auth() {
         "Error: [CDC:ErrAPIInvalidParam]--user needs a password (--password or TIDAL_PASSWORD)"
     );
 
-    server.shutdown().await;
+    // --log-level warn: no INFO lines; not a terminal: no colour codes.
+    let mut child = server.0.take().expect("server running");
+    sigterm(&child);
+    let out = tokio::task::spawn_blocking(move || {
+        let _ = child.wait();
+        let mut err = String::new();
+        if let Some(mut e) = child.stderr.take() {
+            let _ = std::io::Read::read_to_string(&mut e, &mut err);
+        }
+        err
+    })
+    .await
+    .expect("join");
+    assert!(!out.contains(" INFO "), "{out}");
+    assert!(
+        !out.contains('\u{1b}'),
+        "colour codes in a non-terminal log: {out:?}"
+    );
+    assert!(!out.contains(PASSWORD));
     sim.shutdown().await;
+}
+
+/// Kills the server if the test fails before stopping it.
+struct KillOnDrop(Option<std::process::Child>);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.0.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Asks the server to stop gracefully (SIGTERM through the `kill` program).
+fn sigterm(child: &std::process::Child) {
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
 }

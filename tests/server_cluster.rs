@@ -326,6 +326,14 @@ async fn wait_checkpoint(api: &Api, node: &Node, id: &str, ts: u64, secs: u64) -
     last
 }
 
+/// `is_owner` of a node's `/api/v2/status` (`None` if it does not answer).
+async fn owner_flag(api: &Api, node: &Node) -> Option<bool> {
+    let (_, v) = api
+        .call(&node.api, reqwest::Method::GET, "/api/v2/status", None)
+        .await?;
+    v["is_owner"].as_bool()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_process_is_replaced_and_rejoins() {
     let Some(etcd) = support::external_service("TIDAL_TEST_ETCD") else {
@@ -458,6 +466,8 @@ async fn a_killed_process_is_replaced_and_rejoins() {
         t0.elapsed()
     );
 
+    let owners_1 = (owner_flag(&api, &a).await, owner_flag(&api, &b).await);
+
     // Phase 2: A dies; B must carry on alone.
     a.kill();
     let killed_at = Instant::now();
@@ -467,6 +477,7 @@ async fn a_killed_process_is_replaced_and_rejoins() {
         "phase 2: checkpoint {c2} (wanted {ts2}) {:?} after the kill",
         killed_at.elapsed()
     );
+    let owner_2 = owner_flag(&api, &b).await;
 
     // Phase 3: A comes back and is taken in again.
     a.spawn();
@@ -496,6 +507,7 @@ async fn a_killed_process_is_replaced_and_rejoins() {
         "phase 3: {rejoined} processes, checkpoint {c3} (wanted {ts3}) at {:?}",
         t0.elapsed()
     );
+    let owners_3 = (owner_flag(&api, &a).await, owner_flag(&api, &b).await);
 
     // Stop the load; catch up.
     for w in &running {
@@ -580,6 +592,15 @@ async fn a_killed_process_is_replaced_and_rejoins() {
         "B did not carry on after A was killed: {c2} < {ts2}\n{logs}"
     );
     assert_eq!(rejoined, 2, "the restarted A was not taken back in\n{logs}");
+    // `/api/v2/status` and `/captures` say who coordinates: A first, B once A is gone, and
+    // still B after A is back.
+    assert_eq!(owners_1, (Some(true), Some(false)), "owners with both up");
+    assert_eq!(owner_2, Some(true), "B after A was killed");
+    assert_eq!(
+        owners_3,
+        (Some(false), Some(true)),
+        "owners after A rejoined"
+    );
     assert!(
         c3 >= ts3,
         "no progress after A rejoined: {c3} < {ts3}\n{logs}"

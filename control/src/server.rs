@@ -359,7 +359,15 @@ impl Server {
 
 /// Runs a node until Ctrl-C (or SIGTERM on Unix), then shuts it down gracefully.
 pub async fn run_until_ctrl_c(cfg: ServerConfig) -> Result<(), ServerError> {
-    let server = Server::start(cfg).await?;
+    run_until_ctrl_c_with(cfg, None).await
+}
+
+/// [`run_until_ctrl_c`] with a log control for `POST /api/v2/log`.
+pub async fn run_until_ctrl_c_with(
+    cfg: ServerConfig,
+    log: Option<Arc<dyn LogControl>>,
+) -> Result<(), ServerError> {
+    let server = Server::start_with(cfg, log).await?;
     println!("tidal server listening on {}", server.base_url());
     wait_for_signal().await?;
     server.shutdown().await;

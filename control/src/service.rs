@@ -83,6 +83,11 @@ pub trait WatermarkSource: Send + Sync {
     /// Free-form diagnosis (per-span lags, checksum states, stalled regions, ...) for
     /// `GET /api/v2/changefeeds/{id}/diagnosis`.
     fn diagnosis(&self, changefeed: &str) -> Option<Value>;
+    /// Whether this node's coordinator owns the cluster's changefeeds right now (`None`: this
+    /// source does not know, e.g. no coordinator runs here).
+    fn is_owner(&self) -> Option<bool> {
+        None
+    }
 }
 
 /// A [`WatermarkSource`] that knows nothing (the default until the dataflow plugs in).

@@ -20,6 +20,7 @@
 
 pub mod baseline;
 pub mod metrics;
+pub mod scale;
 pub mod simonly;
 pub mod workload;
 

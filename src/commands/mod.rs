@@ -3,6 +3,7 @@
 pub mod bench;
 pub mod cli;
 pub mod demo;
+pub mod logging;
 pub mod server;
 pub mod sim;
 pub mod verify;

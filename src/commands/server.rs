@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Args;
-use tidal_control::server::{ServerConfig, parse_duration, run_until_ctrl_c, split_list};
+use tidal_control::server::{ServerConfig, parse_duration, run_until_ctrl_c_with, split_list};
 
 /// Arguments of `tidal server`.
 #[derive(Debug, Args)]
@@ -58,6 +58,18 @@ pub struct ServerArgs {
     /// This node's index in --hosts (0-based).
     #[arg(long, value_name = "I")]
     process: Option<usize>,
+    /// PEM certificate chain: the API serves HTTPS only (needs --tls-key).
+    #[arg(long, value_name = "FILE")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, value_name = "FILE")]
+    tls_key: Option<PathBuf>,
+    /// Require HTTP basic auth on the API (all routes but /api/v2/health) for this user.
+    #[arg(long, value_name = "USER")]
+    auth_user: Option<String>,
+    /// File whose first line is --auth-user's password (kept off the command line).
+    #[arg(long, value_name = "FILE")]
+    auth_password_file: Option<PathBuf>,
 }
 
 impl ServerArgs {
@@ -101,6 +113,18 @@ impl ServerArgs {
         if let Some(p) = self.process {
             cfg.process = Some(p);
         }
+        if let Some(f) = &self.tls_cert {
+            cfg.tls_cert = Some(f.clone());
+        }
+        if let Some(f) = &self.tls_key {
+            cfg.tls_key = Some(f.clone());
+        }
+        if let Some(u) = &self.auth_user {
+            cfg.auth_user = Some(u.clone());
+        }
+        if let Some(f) = &self.auth_password_file {
+            cfg.auth_password_file = Some(f.clone());
+        }
         cfg.validate().map_err(|e| e.to_string())?;
         Ok(cfg)
     }
@@ -122,7 +146,8 @@ pub fn run(args: ServerArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run_until_ctrl_c(cfg)) {
+    let log = super::logging::init(&cfg.log_level);
+    match runtime.block_on(run_until_ctrl_c_with(cfg, Some(log))) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("tidal server: {e}");

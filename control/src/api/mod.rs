@@ -323,6 +323,15 @@ pub async fn serve_tls_listener(
     axum::serve(listener, router(state)).await
 }
 
+/// Whether this node owns the cluster now: the coordinator's election state when one runs here,
+/// else what the node was started as.
+fn is_owner(st: &ApiState) -> bool {
+    st.service
+        .watermark_source()
+        .is_owner()
+        .unwrap_or(st.server.is_owner)
+}
+
 async fn server_status(State(st): State<ApiState>) -> Response {
     let s = &st.server;
     ok_json(&ServerStatus {
@@ -331,7 +340,7 @@ async fn server_status(State(st): State<ApiState>) -> Response {
         id: s.id.clone(),
         cluster_id: s.cluster_id.clone(),
         pid: s.pid,
-        is_owner: s.is_owner,
+        is_owner: is_owner(&st),
         liveness: st.liveness.load(Ordering::Acquire),
     })
 }
@@ -435,7 +444,7 @@ async fn captures(State(st): State<ApiState>) -> Response {
     let s = &st.server;
     ok_json(&ListResponse::new(vec![Capture {
         id: s.id.clone(),
-        is_owner: s.is_owner,
+        is_owner: is_owner(&st),
         address: s.address.clone(),
         cluster_id: s.cluster_id.clone(),
     }]))

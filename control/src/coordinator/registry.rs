@@ -353,6 +353,10 @@ fn running_diagnosis(feed: &RunningFeed) -> Value {
 }
 
 impl WatermarkSource for Registry {
+    fn is_owner(&self) -> Option<bool> {
+        Some(Registry::is_owner(self))
+    }
+
     fn watermarks(&self, changefeed: &str) -> Option<Watermarks> {
         let feed = self.find(changefeed, |_, s| s.running.clone()).flatten()?;
         Some(watermarks_of(&feed))
