@@ -740,6 +740,28 @@ async fn embedded_exact_revision_arithmetic() {
 }
 
 #[tokio::test]
+async fn embedded_second_open_of_a_data_dir_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = open(dir.path()).await;
+    first.put(b"/x/a", b"1", None).await.unwrap();
+    let err = EmbeddedStore::open(dir.path()).await.unwrap_err();
+    assert!(matches!(err, MetaError::Unavailable { .. }), "{err:?}");
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "metadata store at {} is unavailable: another process (or store) already uses this \
+             data dir",
+            dir.path().display()
+        )
+    );
+    // The first store is untouched, and once it is gone the dir opens again.
+    assert_eq!(first.current_revision().await.unwrap(), 2);
+    drop(first);
+    let again = open(dir.path()).await;
+    assert_eq!(again.current_revision().await.unwrap(), 2);
+}
+
+#[tokio::test]
 async fn embedded_restart_recovers_data_and_revisions() {
     let dir = tempfile::tempdir().unwrap();
     let (before, rev, lease_id) = {

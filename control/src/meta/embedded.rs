@@ -23,6 +23,10 @@
 //! and a tokio task expires leases. Lease deadlines are not persisted: after a restart every
 //! lease gets its full TTL again, as etcd does after a leader change.
 //!
+//! One process at a time: opening takes an exclusive lock on `<dir>/LOCK` (released when the
+//! store is dropped or the process dies), so a second node pointed at the same data dir fails
+//! to start with a clear error instead of interleaving its log with the first one's.
+//!
 //! File I/O happens synchronously under the state lock; metadata writes are rare (checkpoints
 //! every few seconds), so the short `fsync` stall on a runtime thread is accepted for the
 //! simplicity of a single, totally ordered commit path.
@@ -47,6 +51,8 @@ use super::store::{
 
 const WAL_FILE: &str = "wal";
 const SNAPSHOT_FILE: &str = "snapshot";
+/// The lock file that keeps a second process off the same data dir.
+const LOCK_FILE: &str = "LOCK";
 const FRAME_HEADER: usize = 12;
 /// Upper bound of one frame's payload; anything larger is treated as damage.
 const MAX_FRAME: u32 = 1 << 30;
@@ -85,6 +91,8 @@ struct Inner {
     dir: PathBuf,
     opts: EmbeddedOptions,
     state: Mutex<State>,
+    /// Holds the data dir's exclusive lock for as long as the store lives.
+    _lock: File,
 }
 
 #[derive(Debug)]
@@ -444,6 +452,27 @@ fn write_atomic(dir: &Path, name: &str, data: &[u8]) -> Result<(), MetaError> {
     sync_dir(dir)
 }
 
+/// Takes the data dir's exclusive lock, or fails naming the dir if another store holds it.
+fn lock_dir(dir: &Path) -> Result<File, MetaError> {
+    let path = dir.join(LOCK_FILE);
+    let f = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| MetaError::io(format!("open {}", path.display()), e))?;
+    match f.try_lock() {
+        Ok(()) => Ok(f),
+        Err(std::fs::TryLockError::WouldBlock) => Err(MetaError::Unavailable {
+            endpoint: dir.display().to_string(),
+            reason: "another process (or store) already uses this data dir".into(),
+        }),
+        Err(std::fs::TryLockError::Error(e)) => {
+            Err(MetaError::io(format!("lock {}", path.display()), e))
+        }
+    }
+}
+
 fn open_wal_for_append(path: &Path) -> Result<File, MetaError> {
     OpenOptions::new()
         .create(true)
@@ -706,6 +735,7 @@ impl EmbeddedStore {
         let dir = dir.as_ref().to_path_buf();
         fs::create_dir_all(&dir)
             .map_err(|e| MetaError::io(format!("create data dir {}", dir.display()), e))?;
+        let lock = lock_dir(&dir)?;
         let now = Instant::now();
 
         // 1. snapshot
@@ -837,6 +867,7 @@ impl EmbeddedStore {
             dir,
             opts,
             state: Mutex::new(st),
+            _lock: lock,
         });
         let weak: Weak<Inner> = Arc::downgrade(&inner);
         tokio::spawn(async move {
