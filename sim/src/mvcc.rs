@@ -11,10 +11,13 @@
 //! * the **write map** (TiKV's write CF, values inlined): per key, the committed versions in
 //!   ascending commit_ts order — Put(value), Delete, or Rollback records.
 //!
-//! A committed key's `Vec<u8>` is allocated once, at its first prewrite, and moved from the lock
-//! map into the write map at commit; values move from the lock into the write record. The write
-//! path therefore allocates nothing beyond the data itself, except the events handed to an
-//! observer (built only when one is installed).
+//! Keys are stored as [`Key`]s: the first 24 bytes inline (TiDB row keys are 19 bytes), compared
+//! as three big-endian words, so a map search neither follows a pointer per comparison nor calls
+//! `memcmp`; longer keys (index and meta keys) keep a heap copy for the rest of the comparison.
+//! Values move from the lock into the write record at commit, and each write operation does one
+//! search of the (large) write map per key to validate and one to apply. The events handed to an
+//! observer are built only when one is installed, and handed over by value
+//! ([`ApplyObserver::on_apply_owned`]) so the observer can move their buffers on.
 //!
 //! Every write operation (prewrite, commit, rollback, 1PC) validates all its keys first and then
 //! applies all of them, like a TiKV command whose key errors abort the whole write batch. It runs
@@ -262,6 +265,13 @@ pub trait ApplyObserver: Send + Sync {
     /// held. Must not call back into the store.
     fn on_apply(&self, events: &[ApplyEvent]);
 
+    /// The same call with the events handed over by value, so an observer can move their keys
+    /// and values on instead of copying them. This is the method the store calls; the default
+    /// forwards to [`on_apply`](Self::on_apply).
+    fn on_apply_owned(&self, events: Vec<ApplyEvent>) {
+        self.on_apply(&events);
+    }
+
     /// Called when a region change takes its place in apply order (under the same lock, before
     /// it is published on the region manager's broadcast channel). The default does nothing.
     fn on_region_change(&self, _change: &RegionChange) {}
@@ -330,6 +340,85 @@ pub type KvPairs = Vec<(Vec<u8>, Vec<u8>)>;
 
 /// One entry of a scan with per-key lock errors.
 pub type ScanItem = Result<(Vec<u8>, Vec<u8>), LockInfo>;
+
+/// Bytes of a key kept inline in a [`Key`].
+const INLINE_KEY: usize = 24;
+
+/// A raw key as the store's maps hold it: the first [`INLINE_KEY`] bytes inline (zero padded),
+/// plus a heap copy of the whole key when it is longer. Ordered exactly as the bytes are
+/// (lexicographically): comparing the zero-padded heads word by word and then the lengths is the
+/// byte order for keys that fit, and a tie on the heads of longer keys falls back to the bytes.
+#[derive(Clone)]
+struct Key {
+    head: [u8; INLINE_KEY],
+    len: usize,
+    long: Option<Box<[u8]>>,
+}
+
+impl Key {
+    fn new(k: &[u8]) -> Key {
+        let mut head = [0u8; INLINE_KEY];
+        let n = k.len().min(INLINE_KEY);
+        if let (Some(dst), Some(src)) = (head.get_mut(..n), k.get(..n)) {
+            dst.copy_from_slice(src);
+        }
+        Key {
+            head,
+            len: k.len(),
+            long: (k.len() > INLINE_KEY).then(|| Box::from(k)),
+        }
+    }
+
+    fn as_slice(&self) -> &[u8] {
+        match &self.long {
+            Some(b) => b,
+            None => self.head.get(..self.len).unwrap_or_default(),
+        }
+    }
+
+    fn words(&self) -> [u64; 3] {
+        let w = |i: usize| {
+            let mut b = [0u8; 8];
+            if let Some(src) = self.head.get(i * 8..i * 8 + 8) {
+                b.copy_from_slice(src);
+            }
+            u64::from_be_bytes(b)
+        };
+        [w(0), w(1), w(2)]
+    }
+}
+
+impl PartialEq for Key {
+    fn eq(&self, other: &Self) -> bool {
+        self.len == other.len && self.head == other.head && self.as_slice() == other.as_slice()
+    }
+}
+
+impl Eq for Key {}
+
+impl PartialOrd for Key {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Key {
+    fn cmp(&self, other: &Self) -> Ordering {
+        match self.words().cmp(&other.words()) {
+            Ordering::Equal if self.long.is_none() && other.long.is_none() => {
+                self.len.cmp(&other.len)
+            }
+            Ordering::Equal => self.as_slice().cmp(other.as_slice()),
+            o => o,
+        }
+    }
+}
+
+impl fmt::Debug for Key {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}", self.as_slice())
+    }
+}
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct Lock {
@@ -412,13 +501,16 @@ fn insert_write(writes: &mut Vec<Write>, w: Write) {
     }
 }
 
-type KeyBounds<'a> = (Bound<&'a [u8]>, Bound<&'a [u8]>);
+type KeyBounds = (Bound<Key>, Bound<Key>);
 
-fn range_bounds<'a>(start: &'a [u8], end: &'a [u8]) -> Option<KeyBounds<'a>> {
+fn range_bounds(start: &[u8], end: &[u8]) -> Option<KeyBounds> {
     if end.is_empty() {
-        Some((Bound::Included(start), Bound::Unbounded))
+        Some((Bound::Included(Key::new(start)), Bound::Unbounded))
     } else if start < end {
-        Some((Bound::Included(start), Bound::Excluded(end)))
+        Some((
+            Bound::Included(Key::new(start)),
+            Bound::Excluded(Key::new(end)),
+        ))
     } else {
         None
     }
@@ -426,8 +518,8 @@ fn range_bounds<'a>(start: &'a [u8], end: &'a [u8]) -> Option<KeyBounds<'a>> {
 
 #[derive(Default)]
 struct Inner {
-    locks: BTreeMap<Vec<u8>, Lock>,
-    writes: BTreeMap<Vec<u8>, Vec<Write>>,
+    locks: BTreeMap<Key, Lock>,
+    writes: BTreeMap<Key, Vec<Write>>,
     gc_safe_point: u64,
     observer: Option<Arc<dyn ApplyObserver>>,
 }
@@ -460,14 +552,14 @@ enum RollbackAction {
 }
 
 impl Inner {
-    /// Write-conflict check against committed history (TiKV `check_for_newer_version`).
-    fn check_history(
-        &self,
+    /// Write-conflict check against a key's committed history (TiKV `check_for_newer_version`).
+    fn check_history_in(
+        writes: Option<&Vec<Write>>,
         key: &[u8],
         primary: &[u8],
         start_ts: u64,
     ) -> Result<PrewriteAction, TxnError> {
-        let Some(writes) = self.writes.get(key) else {
+        let Some(writes) = writes else {
             return Ok(PrewriteAction::Fresh);
         };
         let mut newer: Option<&Write> = None;
@@ -492,23 +584,35 @@ impl Inner {
         }
     }
 
+    /// Validates one key of a prewrite with one search of each map; also returns the key's
+    /// newest committed value when `want_old` (prewrites do not change the write map, so it is
+    /// the old value at apply time too).
     fn check_prewrite(
         &self,
-        key: &[u8],
+        key: &Key,
+        raw: &[u8],
         primary: &[u8],
         start_ts: u64,
-    ) -> Result<PrewriteAction, TxnError> {
-        if let Some(lock) = self.locks.get(key) {
-            if lock.start_ts != start_ts {
-                return Err(TxnError::Locked(lock.info(key)));
+        want_old: bool,
+    ) -> Result<(PrewriteAction, Vec<u8>), TxnError> {
+        let writes = self.writes.get(key);
+        let action = match self.locks.get(key) {
+            Some(lock) if lock.start_ts != start_ts => {
+                return Err(TxnError::Locked(lock.info(raw)));
             }
-            return Ok(PrewriteAction::Rewrite);
-        }
-        self.check_history(key, primary, start_ts)
+            Some(_) => PrewriteAction::Rewrite,
+            None => Self::check_history_in(writes, raw, primary, start_ts)?,
+        };
+        let old = if want_old && action != PrewriteAction::AlreadyCommitted {
+            latest_value(writes)
+        } else {
+            Vec::new()
+        };
+        Ok((action, old))
     }
 
     /// The commit record of `start_ts` on `key`, if any (rollbacks included).
-    fn find_txn_write(&self, key: &[u8], start_ts: u64) -> Option<&Write> {
+    fn find_txn_write(&self, key: &Key, start_ts: u64) -> Option<&Write> {
         self.writes
             .get(key)?
             .iter()
@@ -516,7 +620,7 @@ impl Inner {
             .find(|w| w.start_ts == start_ts || (w.commit_ts == start_ts && w.overlapped_rollback))
     }
 
-    fn check_commit(&self, key: &[u8], start_ts: u64) -> Result<CommitAction, TxnError> {
+    fn check_commit(&self, key: &Key, raw: &[u8], start_ts: u64) -> Result<CommitAction, TxnError> {
         if self.locks.get(key).is_some_and(|l| l.start_ts == start_ts) {
             return Ok(CommitAction::Apply);
         }
@@ -525,23 +629,28 @@ impl Inner {
                 Ok(CommitAction::AlreadyCommitted)
             }
             Some(_) => Err(TxnError::RolledBack {
-                key: key.to_vec(),
+                key: raw.to_vec(),
                 start_ts,
             }),
             None => Err(TxnError::TxnNotFound {
-                key: key.to_vec(),
+                key: raw.to_vec(),
                 start_ts,
             }),
         }
     }
 
-    fn check_rollback(&self, key: &[u8], start_ts: u64) -> Result<RollbackAction, TxnError> {
+    fn check_rollback(
+        &self,
+        key: &Key,
+        raw: &[u8],
+        start_ts: u64,
+    ) -> Result<RollbackAction, TxnError> {
         if self.locks.get(key).is_some_and(|l| l.start_ts == start_ts) {
             return Ok(RollbackAction::RemoveLock);
         }
         match self.find_txn_write(key, start_ts) {
             Some(w) if w.op().is_some() && w.start_ts == start_ts => Err(TxnError::Committed {
-                key: key.to_vec(),
+                key: raw.to_vec(),
                 start_ts,
                 commit_ts: w.commit_ts,
             }),
@@ -552,7 +661,7 @@ impl Inner {
 
     /// Writes a rollback record for `start_ts`, folding it into a commit record that happens to
     /// sit at the same timestamp.
-    fn write_rollback(&mut self, key: Vec<u8>, start_ts: u64) {
+    fn write_rollback(&mut self, key: Key, start_ts: u64) {
         let writes = self.writes.entry(key).or_default();
         if let Some(w) = writes.iter_mut().rev().find(|w| w.commit_ts == start_ts) {
             w.overlapped_rollback = true;
@@ -570,15 +679,6 @@ impl Inner {
         );
     }
 
-    /// Moves a key (allocated by the caller or taken from a lock) into the write map.
-    fn push_write(&mut self, key: Vec<u8>, w: Write) {
-        if let Some(ws) = self.writes.get_mut(key.as_slice()) {
-            insert_write(ws, w);
-        } else {
-            self.writes.insert(key, vec![w]);
-        }
-    }
-
     /// Reads `key` at `ts`: the newest visible Put/Delete, or the lock in the way.
     fn read(
         &self,
@@ -586,7 +686,8 @@ impl Inner {
         ts: u64,
         opts: &ReadOptions<'_>,
     ) -> Result<Option<(u64, Vec<u8>)>, LockInfo> {
-        read_entry(key, self.locks.get(key), self.writes.get(key), ts, opts)
+        let k = Key::new(key);
+        read_entry(key, self.locks.get(&k), self.writes.get(&k), ts, opts)
     }
 
     fn check_safe_point(&self, ts: u64) -> Result<(), ReadError> {
@@ -599,11 +700,11 @@ impl Inner {
         Ok(())
     }
 
-    fn notify(&self, events: &[ApplyEvent]) {
+    fn notify(&self, events: Vec<ApplyEvent>) {
         if let Some(obs) = &self.observer
             && !events.is_empty()
         {
-            obs.on_apply(events);
+            obs.on_apply_owned(events);
         }
     }
 
@@ -613,13 +714,13 @@ impl Inner {
                 Some(b) => {
                     if reverse {
                         (
-                            Box::new(self.locks.range::<[u8], _>(b).rev()),
-                            Box::new(self.writes.range::<[u8], _>(b).rev()),
+                            Box::new(self.locks.range::<Key, _>(b.clone()).rev()),
+                            Box::new(self.writes.range::<Key, _>(b).rev()),
                         )
                     } else {
                         (
-                            Box::new(self.locks.range::<[u8], _>(b)),
-                            Box::new(self.writes.range::<[u8], _>(b)),
+                            Box::new(self.locks.range::<Key, _>(b.clone())),
+                            Box::new(self.writes.range::<Key, _>(b)),
                         )
                     }
                 }
@@ -675,7 +776,7 @@ fn read_entry(
     }))
 }
 
-type RangeIter<'a, T> = Box<dyn Iterator<Item = (&'a Vec<u8>, &'a T)> + 'a>;
+type RangeIter<'a, T> = Box<dyn Iterator<Item = (&'a Key, &'a T)> + 'a>;
 
 /// Walks the lock map and the write map of a range together, in key order.
 struct Merged<'a> {
@@ -693,7 +794,7 @@ impl<'a> Iterator for Merged<'a> {
             (Some(_), None) => Ordering::Less,
             (None, Some(_)) => Ordering::Greater,
             (Some((lk, _)), Some((wk, _))) => {
-                let o = lk.as_slice().cmp(wk.as_slice());
+                let o = lk.cmp(wk);
                 if self.reverse { o.reverse() } else { o }
             }
         };
@@ -761,34 +862,68 @@ impl MvccStore {
         start_ts: u64,
         opts: &PrewriteOptions,
     ) -> Result<(), TxnError> {
+        self.prewrite_impl(muts, None, primary, start_ts, opts)
+    }
+
+    /// A plain prewrite that moves the values out of `muts` into the locks instead of copying
+    /// them (keys are left in place for the commit). On error the values may be gone; the
+    /// caller only needs the keys then (to roll back).
+    pub(crate) fn prewrite_moving_values(
+        &self,
+        muts: &mut [Mutation],
+        primary: &[u8],
+        start_ts: u64,
+    ) -> Result<(), TxnError> {
+        let values = muts
+            .iter_mut()
+            .map(|m| std::mem::take(&mut m.value))
+            .collect();
+        self.prewrite_impl(
+            muts,
+            Some(values),
+            primary,
+            start_ts,
+            &PrewriteOptions::default(),
+        )
+    }
+
+    /// Prewrite; `values`, when given, holds each mutation's value (used instead of a copy).
+    fn prewrite_impl(
+        &self,
+        muts: &[Mutation],
+        values: Option<Vec<Vec<u8>>>,
+        primary: &[u8],
+        start_ts: u64,
+        opts: &PrewriteOptions,
+    ) -> Result<(), TxnError> {
+        let mut values = values.map(Vec::into_iter);
         let mut guard = self.inner.write();
         let inner = &mut *guard;
-        let actions = muts
-            .iter()
-            .map(|m| inner.check_prewrite(&m.key, primary, start_ts))
-            .collect::<Result<Vec<_>, _>>()?;
         let observe = inner.observer.is_some();
+        let mut checked = Vec::with_capacity(muts.len());
+        for m in muts {
+            let key = Key::new(&m.key);
+            let (action, old_value) =
+                inner.check_prewrite(&key, &m.key, primary, start_ts, observe)?;
+            checked.push((key, action, old_value));
+        }
         let primary: Arc<[u8]> = Arc::from(primary);
         let mut events = Vec::with_capacity(if observe { muts.len() } else { 0 });
-        for (m, action) in muts.iter().zip(actions) {
+        for (m, (key, action, old_value)) in muts.iter().zip(checked) {
+            let given = values.as_mut().and_then(Iterator::next);
             if action == PrewriteAction::AlreadyCommitted {
                 continue;
             }
-            let old_value = if observe {
-                latest_value(inner.writes.get(&m.key))
-            } else {
-                Vec::new()
-            };
             let value = if m.op == Op::Delete {
                 Vec::new()
             } else {
-                m.value.clone()
+                given.unwrap_or_else(|| m.value.clone())
             };
             let event_op;
             let event_value;
             match inner
                 .locks
-                .get_mut(m.key.as_slice())
+                .get_mut(&key)
                 .filter(|_| action == PrewriteAction::Rewrite)
             {
                 Some(lock) => {
@@ -825,7 +960,7 @@ impl MvccStore {
                         txn_source: opts.txn_source,
                         for_update_ts: opts.for_update_ts,
                     };
-                    inner.locks.insert(m.key.clone(), lock);
+                    inner.locks.insert(key, lock);
                     if opts.lock_only {
                         // TiKV emits nothing for a new lock that carries no value (pipelined
                         // or lock-only writes); only a rewrite of an existing lock shows up, as
@@ -846,36 +981,60 @@ impl MvccStore {
                 });
             }
         }
-        inner.notify(&events);
+        inner.notify(events);
         Ok(())
     }
 
     /// Commits `keys` of the transaction `start_ts` at `commit_ts`. Idempotent for keys already
     /// committed by this transaction.
     pub fn commit(&self, keys: &[Vec<u8>], start_ts: u64, commit_ts: u64) -> Result<(), TxnError> {
+        self.commit_impl(keys, |k| k.as_slice(), start_ts, commit_ts)
+    }
+
+    /// [`commit`](Self::commit) of the mutations' keys.
+    pub(crate) fn commit_mutation_keys(
+        &self,
+        muts: &[Mutation],
+        start_ts: u64,
+        commit_ts: u64,
+    ) -> Result<(), TxnError> {
+        self.commit_impl(muts, |m| m.key.as_slice(), start_ts, commit_ts)
+    }
+
+    fn commit_impl<T>(
+        &self,
+        keys: &[T],
+        key_of: impl Fn(&T) -> &[u8],
+        start_ts: u64,
+        commit_ts: u64,
+    ) -> Result<(), TxnError> {
         if commit_ts <= start_ts {
             return Err(TxnError::InvalidCommitTs {
                 start_ts,
                 commit_ts,
             });
         }
-        let mut inner = self.inner.write();
-        let actions = keys
-            .iter()
-            .map(|k| inner.check_commit(k, start_ts))
-            .collect::<Result<Vec<_>, _>>()?;
+        let mut guard = self.inner.write();
+        let inner = &mut *guard;
+        let mut checked = Vec::with_capacity(keys.len());
+        for k in keys {
+            let k = key_of(k);
+            let key = Key::new(k);
+            let action = inner.check_commit(&key, k, start_ts)?;
+            checked.push((key, action));
+        }
         let observe = inner.observer.is_some();
         let mut events = Vec::with_capacity(if observe { keys.len() } else { 0 });
-        for (key, action) in keys.iter().zip(actions) {
+        for (raw, (key, action)) in keys.iter().zip(checked) {
             if action != CommitAction::Apply {
                 continue;
             }
-            let Some((key_buf, lock)) = inner.locks.remove_entry(key.as_slice()) else {
+            let Some((key, lock)) = inner.locks.remove_entry(&key) else {
                 continue;
             };
             if observe {
                 events.push(ApplyEvent::Commit {
-                    key: key.clone(),
+                    key: key_of(raw).to_vec(),
                     start_ts,
                     commit_ts,
                     op: lock.op,
@@ -893,9 +1052,9 @@ impl MvccStore {
                 txn_source: lock.txn_source,
                 overlapped_rollback: false,
             };
-            inner.push_write(key_buf, w);
+            insert_write(inner.writes.entry(key).or_default(), w);
         }
-        inner.notify(&events);
+        inner.notify(events);
         Ok(())
     }
 
@@ -903,31 +1062,34 @@ impl MvccStore {
     /// records (also on keys it never locked, so a late prewrite fails). Fails, applying
     /// nothing, if any key was already committed by the transaction.
     pub fn rollback(&self, keys: &[Vec<u8>], start_ts: u64) -> Result<(), TxnError> {
-        let mut inner = self.inner.write();
-        let actions = keys
-            .iter()
-            .map(|k| inner.check_rollback(k, start_ts))
-            .collect::<Result<Vec<_>, _>>()?;
+        let mut guard = self.inner.write();
+        let inner = &mut *guard;
+        let mut checked = Vec::with_capacity(keys.len());
+        for k in keys {
+            let key = Key::new(k);
+            let action = inner.check_rollback(&key, k, start_ts)?;
+            checked.push((key, action));
+        }
         let observe = inner.observer.is_some();
         let mut events = Vec::new();
-        for (key, action) in keys.iter().zip(actions) {
-            let key_buf = match action {
+        for (raw, (key, action)) in keys.iter().zip(checked) {
+            let key = match action {
                 RollbackAction::Done => continue,
-                RollbackAction::RemoveLock => match inner.locks.remove_entry(key.as_slice()) {
+                RollbackAction::RemoveLock => match inner.locks.remove_entry(&key) {
                     Some((k, _)) => k,
                     None => continue,
                 },
-                RollbackAction::Protect => key.clone(),
+                RollbackAction::Protect => key,
             };
-            inner.write_rollback(key_buf, start_ts);
+            inner.write_rollback(key, start_ts);
             if observe {
                 events.push(ApplyEvent::Rollback {
-                    key: key.clone(),
+                    key: raw.clone(),
                     start_ts,
                 });
             }
         }
-        inner.notify(&events);
+        inner.notify(events);
         Ok(())
     }
 
@@ -964,8 +1126,36 @@ impl MvccStore {
         txn_source: u64,
         alloc_commit_ts: impl FnOnce() -> u64,
     ) -> Result<u64, TxnError> {
+        self.one_pc_impl(muts, None, start_ts, txn_source, alloc_commit_ts)
+    }
+
+    /// [`one_pc_allocating`](Self::one_pc_allocating) that moves the values out of `muts` into
+    /// the write records instead of copying them. On error the values may be gone.
+    pub(crate) fn one_pc_moving_values(
+        &self,
+        muts: &mut [Mutation],
+        start_ts: u64,
+        alloc_commit_ts: impl FnOnce() -> u64,
+    ) -> Result<u64, TxnError> {
+        let values = muts
+            .iter_mut()
+            .map(|m| std::mem::take(&mut m.value))
+            .collect();
+        self.one_pc_impl(muts, Some(values), start_ts, 0, alloc_commit_ts)
+    }
+
+    fn one_pc_impl(
+        &self,
+        muts: &[Mutation],
+        values: Option<Vec<Vec<u8>>>,
+        start_ts: u64,
+        txn_source: u64,
+        alloc_commit_ts: impl FnOnce() -> u64,
+    ) -> Result<u64, TxnError> {
+        let mut values = values.map(Vec::into_iter);
         let primary = muts.first().map(|m| m.key.as_slice()).unwrap_or_default();
-        let mut inner = self.inner.write();
+        let mut guard = self.inner.write();
+        let inner = &mut *guard;
         let commit_ts = alloc_commit_ts();
         if commit_ts <= start_ts {
             return Err(TxnError::InvalidCommitTs {
@@ -973,38 +1163,43 @@ impl MvccStore {
                 commit_ts,
             });
         }
-        let mut actions = Vec::with_capacity(muts.len());
+        let mut checked = Vec::with_capacity(muts.len());
         for m in muts {
-            if let Some(lock) = inner.locks.get(m.key.as_slice()) {
+            let key = Key::new(&m.key);
+            if let Some(lock) = inner.locks.get(&key) {
                 return Err(TxnError::Locked(lock.info(&m.key)));
             }
-            actions.push(inner.check_history(&m.key, primary, start_ts)?);
+            let action =
+                Inner::check_history_in(inner.writes.get(&key), &m.key, primary, start_ts)?;
+            checked.push((key, action));
         }
         let observe = inner.observer.is_some();
         let mut events = Vec::with_capacity(if observe { muts.len() } else { 0 });
-        for (m, action) in muts.iter().zip(actions) {
+        for (m, (key, action)) in muts.iter().zip(checked) {
+            let given = values.as_mut().and_then(Iterator::next);
             if action == PrewriteAction::AlreadyCommitted {
                 continue;
             }
-            let kind = match m.op {
-                Op::Put => WriteKind::Put(m.value.clone()),
-                Op::Delete => WriteKind::Delete,
+            let value = match m.op {
+                Op::Put => given.unwrap_or_else(|| m.value.clone()),
+                Op::Delete => Vec::new(),
             };
+            let ws = inner.writes.entry(key).or_default();
             if observe {
                 events.push(ApplyEvent::OnePc {
                     key: m.key.clone(),
                     start_ts,
                     commit_ts,
                     op: m.op,
-                    value: if m.op == Op::Put {
-                        m.value.clone()
-                    } else {
-                        Vec::new()
-                    },
-                    old_value: latest_value(inner.writes.get(&m.key)),
+                    value: value.clone(),
+                    old_value: latest_value(Some(ws)),
                     txn_source,
                 });
             }
+            let kind = match m.op {
+                Op::Put => WriteKind::Put(value),
+                Op::Delete => WriteKind::Delete,
+            };
             let w = Write {
                 start_ts,
                 commit_ts,
@@ -1012,9 +1207,9 @@ impl MvccStore {
                 txn_source,
                 overlapped_rollback: false,
             };
-            inner.push_write(m.key.clone(), w);
+            insert_write(ws, w);
         }
-        inner.notify(&events);
+        inner.notify(events);
         Ok(commit_ts)
     }
 
@@ -1219,7 +1414,7 @@ impl MvccView<'_> {
         let bounds = range_bounds(raw_start, raw_end)?;
         self.inner
             .locks
-            .range::<[u8], _>(bounds)
+            .range::<Key, _>(bounds)
             .map(|(_, l)| l.start_ts)
             .min()
     }
@@ -1235,6 +1430,48 @@ impl MvccView<'_> {
     /// The physical GC safe point at the time of the view.
     pub fn gc_safe_point(&self) -> u64 {
         self.inner.gc_safe_point
+    }
+}
+
+#[cfg(test)]
+mod key_order_tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn bytes() -> impl Strategy<Value = Vec<u8>> {
+        // Short alphabets make shared prefixes, zero bytes and lengths around 24 likely.
+        prop::collection::vec(
+            prop_oneof![Just(0u8), Just(1u8), Just(0xFFu8), any::<u8>()],
+            0..40,
+        )
+    }
+
+    proptest! {
+        #[test]
+        fn key_order_is_byte_order(a in bytes(), b in bytes()) {
+            let (ka, kb) = (Key::new(&a), Key::new(&b));
+            prop_assert_eq!(ka.cmp(&kb), a.cmp(&b));
+            prop_assert_eq!(ka == kb, a == b);
+            prop_assert_eq!(ka.as_slice(), a.as_slice());
+        }
+    }
+
+    #[test]
+    fn key_order_edges() {
+        let cases: [&[u8]; 7] = [
+            b"",
+            b"\0",
+            b"ab",
+            b"ab\0",
+            b"abcdefghijklmnopqrstuvwx",
+            b"abcdefghijklmnopqrstuvwx\0",
+            b"abcdefghijklmnopqrstuvwxy",
+        ];
+        for a in cases {
+            for b in cases {
+                assert_eq!(Key::new(a).cmp(&Key::new(b)), a.cmp(b), "{a:?} vs {b:?}");
+            }
+        }
     }
 }
 

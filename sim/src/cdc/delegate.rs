@@ -156,10 +156,17 @@ fn op_type(op: &Op) -> event::row::OpType {
     }
 }
 
-/// Converts one apply event to the row TiKV would emit for it (TiDB mode). COMMIT rows never carry
-/// a value or an old value (the client takes both from the matching PREWRITE); ROLLBACK rows have
-/// commit_ts 0 and op UNKNOWN; a 1PC write is a self-contained COMMITTED row.
+/// [`apply_event_into_row`] of a copy (tests).
+#[cfg(test)]
 pub(crate) fn apply_event_row(ev: &ApplyEvent) -> event::Row {
+    apply_event_into_row(ev.clone())
+}
+
+/// Converts one apply event to the row TiKV would emit for it (TiDB mode), moving the event's
+/// key and values into it. COMMIT rows never carry a value or an old value (the client takes
+/// both from the matching PREWRITE); ROLLBACK rows have commit_ts 0 and op UNKNOWN; a 1PC write
+/// is a self-contained COMMITTED row.
+pub(crate) fn apply_event_into_row(ev: ApplyEvent) -> event::Row {
     match ev {
         ApplyEvent::Prewrite {
             key,
@@ -170,14 +177,14 @@ pub(crate) fn apply_event_row(ev: &ApplyEvent) -> event::Row {
             generation,
             txn_source,
         } => event::Row {
-            start_ts: *start_ts,
+            start_ts,
             r#type: event::LogType::Prewrite as i32,
-            op_type: op_type(op) as i32,
-            key: key.clone(),
-            value: row_value(op, value),
-            old_value: old_value.clone(),
-            generation: *generation,
-            txn_source: *txn_source,
+            op_type: op_type(&op) as i32,
+            key,
+            value: row_value_owned(&op, value),
+            old_value,
+            generation,
+            txn_source,
             ..Default::default()
         },
         ApplyEvent::Commit {
@@ -187,19 +194,19 @@ pub(crate) fn apply_event_row(ev: &ApplyEvent) -> event::Row {
             op,
             txn_source,
         } => event::Row {
-            start_ts: *start_ts,
-            commit_ts: *commit_ts,
+            start_ts,
+            commit_ts,
             r#type: event::LogType::Commit as i32,
-            op_type: op_type(op) as i32,
-            key: key.clone(),
-            txn_source: *txn_source,
+            op_type: op_type(&op) as i32,
+            key,
+            txn_source,
             ..Default::default()
         },
         ApplyEvent::Rollback { key, start_ts } => event::Row {
-            start_ts: *start_ts,
+            start_ts,
             r#type: event::LogType::Rollback as i32,
             op_type: event::row::OpType::Unknown as i32,
-            key: key.clone(),
+            key,
             ..Default::default()
         },
         ApplyEvent::OnePc {
@@ -211,25 +218,43 @@ pub(crate) fn apply_event_row(ev: &ApplyEvent) -> event::Row {
             old_value,
             txn_source,
         } => event::Row {
-            start_ts: *start_ts,
-            commit_ts: *commit_ts,
+            start_ts,
+            commit_ts,
             r#type: event::LogType::Committed as i32,
-            op_type: op_type(op) as i32,
-            key: key.clone(),
-            value: row_value(op, value),
-            old_value: old_value.clone(),
-            txn_source: *txn_source,
+            op_type: op_type(&op) as i32,
+            key,
+            value: row_value_owned(&op, value),
+            old_value,
+            txn_source,
             ..Default::default()
         },
     }
 }
 
-/// The value a row carries: none for a delete.
-fn row_value(op: &Op, value: &[u8]) -> Vec<u8> {
+/// The row's txn_source and commit_ts (0 for PREWRITE and ROLLBACK rows), as
+/// [`apply_event_into_row`] sets them.
+pub(crate) fn apply_event_source_and_commit(ev: &ApplyEvent) -> (u64, u64) {
+    match ev {
+        ApplyEvent::Prewrite { txn_source, .. } => (*txn_source, 0),
+        ApplyEvent::Commit {
+            txn_source,
+            commit_ts,
+            ..
+        }
+        | ApplyEvent::OnePc {
+            txn_source,
+            commit_ts,
+            ..
+        } => (*txn_source, *commit_ts),
+        ApplyEvent::Rollback { .. } => (0, 0),
+    }
+}
+
+fn row_value_owned(op: &Op, value: Vec<u8>) -> Vec<u8> {
     if matches!(op, Op::Delete) {
         Vec::new()
     } else {
-        value.to_vec()
+        value
     }
 }
 

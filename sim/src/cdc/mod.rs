@@ -225,6 +225,10 @@ struct HubObserver(Weak<CdcHub>);
 
 impl ApplyObserver for HubObserver {
     fn on_apply(&self, events: &[ApplyEvent]) {
+        self.on_apply_owned(events.to_vec());
+    }
+
+    fn on_apply_owned(&self, events: Vec<ApplyEvent>) {
         if let Some(hub) = self.0.upgrade() {
             hub.on_apply(events);
         }
@@ -453,18 +457,26 @@ impl CdcHub {
     /// The MVCC observer: routes each event to the delegates whose region contains the key and
     /// to the downstreams observing it, in apply order, one `Event` (or several, by size) per
     /// downstream per write operation.
-    fn on_apply(&self, events: &[ApplyEvent]) {
-        let delay = self.delay();
-        let quota = self.sink_quota.load(Ordering::Relaxed);
+    ///
+    /// Each event becomes one `cdcpb` row, built by moving the event's buffers; only a row that
+    /// goes to more than one downstream is copied. The encoded key used for routing is built in
+    /// one reused buffer.
+    fn on_apply(&self, events: Vec<ApplyEvent>) {
         let mut st = self.state.lock();
         if st.delegates.is_empty() {
             return;
         }
-        let mut index: HashMap<u64, usize> = HashMap::new();
+        let delay = self.delay();
+        let quota = self.sink_quota.load(Ordering::Relaxed);
+        // Per downstream (in order of first row): region, downstream id, rows.
         let mut out: Vec<(u64, u64, Vec<cdcpb::event::Row>)> = Vec::new();
+        let mut targets: Vec<usize> = Vec::new();
+        let mut ek = Vec::new();
         for ev in events {
-            let ek = delegate::enc(delegate::apply_event_key(ev));
-            let mut row = None;
+            ek.clear();
+            tidal_model::codec::bytes::encode_bytes(&mut ek, delegate::apply_event_key(&ev));
+            let (txn_source, commit_ts) = delegate::apply_event_source_and_commit(&ev);
+            targets.clear();
             for (rid, d) in &st.delegates {
                 if !delegate::region_contains(&d.region.start, &d.region.end, &ek) {
                     continue;
@@ -473,27 +485,38 @@ impl CdcHub {
                     if !ds.range.contains_encoded(&ek) {
                         continue;
                     }
-                    let r: &cdcpb::event::Row =
-                        row.get_or_insert_with(|| delegate::apply_event_row(ev));
-                    if !delegate::txn_source_passes(r.txn_source, ds.filter_loop) {
+                    if !delegate::txn_source_passes(txn_source, ds.filter_loop) {
                         continue;
                     }
-                    if r.commit_ts != 0 && r.commit_ts <= ds.advanced_to {
+                    if commit_ts != 0 && commit_ts <= ds.advanced_to {
                         tracing::error!(
                             region_id = rid,
-                            commit_ts = r.commit_ts,
+                            commit_ts,
                             resolved_ts = ds.advanced_to,
                             "commit at or below an already sent resolved ts: the writer broke the TSO order"
                         );
                     }
-                    let slot = *index.entry(ds.id).or_insert_with(|| {
-                        out.push((*rid, ds.id, Vec::new()));
-                        out.len() - 1
-                    });
-                    if let Some((_, _, rows)) = out.get_mut(slot) {
-                        rows.push(r.clone());
-                    }
+                    let slot = match out.iter().position(|(_, id, _)| *id == ds.id) {
+                        Some(i) => i,
+                        None => {
+                            out.push((*rid, ds.id, Vec::new()));
+                            out.len() - 1
+                        }
+                    };
+                    targets.push(slot);
                 }
+            }
+            let Some((&last, rest)) = targets.split_last() else {
+                continue;
+            };
+            let row = delegate::apply_event_into_row(ev);
+            for &slot in rest {
+                if let Some((_, _, rows)) = out.get_mut(slot) {
+                    rows.push(row.clone());
+                }
+            }
+            if let Some((_, _, rows)) = out.get_mut(last) {
+                rows.push(row);
             }
         }
         let mut congested = Vec::new();

@@ -18,7 +18,7 @@ use std::sync::Arc;
 
 use serde_json::Value;
 use tidal_model::codec::datum::{FlaggedDatum, encode_key_flagged};
-use tidal_model::schema::{IndexInfo, TableInfo};
+use tidal_model::schema::{ColumnInfo, IndexInfo, TableInfo};
 use tidal_model::tablecodec::{self, Handle};
 use tidal_model::{Datum, decode};
 
@@ -82,7 +82,8 @@ pub struct Txn {
     tidb: Tidb,
     start_ts: u64,
     tables: HashMap<i64, Arc<TableInfo>>,
-    buf: BTreeMap<Vec<u8>, Mutation>,
+    /// Buffered writes by key: (Put or Delete, value); the key is stored once.
+    buf: BTreeMap<Vec<u8>, (Op, Vec<u8>)>,
     rows: Vec<RowWrite>,
 }
 
@@ -91,8 +92,7 @@ fn invalid(detail: impl Into<String>) -> TidbError {
 }
 
 /// Checks a row's arity and NOT NULL columns.
-fn check_values(info: &TableInfo, values: &[Datum]) -> Result<(), TidbError> {
-    let cols = info.public_columns();
+fn check_values(info: &TableInfo, cols: &[&ColumnInfo], values: &[Datum]) -> Result<(), TidbError> {
     if cols.len() != values.len() {
         return Err(invalid(format!(
             "table {} has {} columns, got {} values",
@@ -113,8 +113,15 @@ fn check_values(info: &TableInfo, values: &[Datum]) -> Result<(), TidbError> {
 }
 
 fn position(info: &TableInfo, name_lower: &str) -> Result<usize, TidbError> {
-    info.public_columns()
-        .iter()
+    position_in(info, &info.public_columns(), name_lower)
+}
+
+fn position_in(
+    info: &TableInfo,
+    cols: &[&ColumnInfo],
+    name_lower: &str,
+) -> Result<usize, TidbError> {
+    cols.iter()
         .position(|c| c.name.L == name_lower)
         .ok_or_else(|| invalid(format!("no public column {name_lower} in {}", info.name.O)))
 }
@@ -122,8 +129,17 @@ fn position(info: &TableInfo, name_lower: &str) -> Result<usize, TidbError> {
 /// The handle the row's values determine: the integer primary key or the clustered key;
 /// `None` for tables keyed by `_tidb_rowid`.
 pub fn handle_of(info: &TableInfo, values: &[Datum]) -> Result<Option<Handle>, TidbError> {
+    handle_of_cols(info, &info.public_columns(), values)
+}
+
+/// [`handle_of`] with the table's public columns already listed.
+fn handle_of_cols(
+    info: &TableInfo,
+    cols: &[&ColumnInfo],
+    values: &[Datum],
+) -> Result<Option<Handle>, TidbError> {
     if let Some(pk) = info.pk_handle_column() {
-        let pos = position(info, &pk.name.L)?;
+        let pos = position_in(info, cols, &pk.name.L)?;
         return match values.get(pos) {
             Some(Datum::Int(v)) => Ok(Some(Handle::Int(*v))),
             Some(Datum::Uint(v)) => Ok(Some(Handle::Int(*v as i64))),
@@ -133,10 +149,9 @@ pub fn handle_of(info: &TableInfo, values: &[Datum]) -> Result<Option<Handle>, T
     if info.is_common_handle
         && let Some(pk) = info.primary_index()
     {
-        let cols = info.public_columns();
         let mut datums = Vec::with_capacity(pk.idx_cols.len());
         for ic in &pk.idx_cols {
-            let pos = position(info, &ic.name.L)?;
+            let pos = position_in(info, cols, &ic.name.L)?;
             let (Some(col), Some(v)) = (cols.get(pos), values.get(pos)) else {
                 return Err(invalid("clustered key column"));
             };
@@ -155,6 +170,15 @@ fn is_null_json(v: &Option<Value>) -> bool {
 
 /// Encodes a row value (format v2) the way TiDB does for this table.
 pub fn encode_value(info: &TableInfo, values: &[Datum]) -> Result<Vec<u8>, TidbError> {
+    encode_value_cols(info, &info.public_columns(), values)
+}
+
+/// [`encode_value`] with the table's public columns already listed.
+fn encode_value_cols(
+    info: &TableInfo,
+    public: &[&ColumnInfo],
+    values: &[Datum],
+) -> Result<Vec<u8>, TidbError> {
     let handle_col = info.pk_handle_column().map(|c| c.id);
     let clustered: Vec<String> = if info.is_common_handle {
         info.primary_index()
@@ -164,7 +188,7 @@ pub fn encode_value(info: &TableInfo, values: &[Datum]) -> Result<Vec<u8>, TidbE
         Vec::new()
     };
     let mut cols = Vec::with_capacity(values.len());
-    for (c, v) in info.public_columns().into_iter().zip(values) {
+    for (c, v) in public.iter().zip(values) {
         if Some(c.id) == handle_col {
             continue;
         }
@@ -266,16 +290,17 @@ impl Txn {
     }
 
     fn put(&mut self, key: Vec<u8>, value: Vec<u8>) {
-        self.buf.insert(key.clone(), Mutation::put(key, value));
+        self.buf.insert(key, (Op::Put, value));
     }
 
     fn del(&mut self, key: Vec<u8>) {
-        self.buf.insert(key.clone(), Mutation::delete(key));
+        self.buf.insert(key, (Op::Delete, Vec::new()));
     }
 
     fn write_row(
         &mut self,
         table: &Table,
+        cols: &[&ColumnInfo],
         handle: &Handle,
         values: &[Datum],
         old: Option<&[Datum]>,
@@ -294,7 +319,7 @@ impl Txn {
                 }
             }
         }
-        self.put(key.clone(), encode_value(info, values)?);
+        self.put(key.clone(), encode_value_cols(info, cols, values)?);
         for (k, v) in new_entries {
             self.put(k, v);
         }
@@ -306,12 +331,13 @@ impl Txn {
     /// overwritten (no duplicate check).
     pub fn insert(&mut self, table: &Table, values: Vec<Datum>) -> Result<Handle, TidbError> {
         self.track(table)?;
-        check_values(&table.info, &values)?;
-        let handle = match handle_of(&table.info, &values)? {
+        let cols = table.info.public_columns();
+        check_values(&table.info, &cols, &values)?;
+        let handle = match handle_of_cols(&table.info, &cols, &values)? {
             Some(h) => h,
             None => Handle::Int(table.alloc_row_id()),
         };
-        let key = self.write_row(table, &handle, &values, None)?;
+        let key = self.write_row(table, &cols, &handle, &values, None)?;
         self.rows.push(RowWrite {
             table_id: table.id(),
             db: table.db.clone(),
@@ -333,17 +359,19 @@ impl Txn {
         values: Vec<Datum>,
     ) -> Result<bool, TidbError> {
         self.track(table)?;
-        check_values(&table.info, &values)?;
+        let cols = table.info.public_columns();
+        check_values(&table.info, &cols, &values)?;
         let Some(old) = self.get(table, handle)? else {
             return Ok(false);
         };
-        let new_handle = handle_of(&table.info, &values)?.unwrap_or_else(|| handle.clone());
+        let new_handle =
+            handle_of_cols(&table.info, &cols, &values)?.unwrap_or_else(|| handle.clone());
         if new_handle != *handle {
             self.delete(table, handle)?;
             self.insert(table, values)?;
             return Ok(true);
         }
-        let key = self.write_row(table, handle, &values, Some(&old))?;
+        let key = self.write_row(table, &cols, handle, &values, Some(&old))?;
         self.rows.push(RowWrite {
             table_id: table.id(),
             db: table.db.clone(),
@@ -386,8 +414,8 @@ impl Txn {
     pub fn get(&self, table: &Table, handle: &Handle) -> Result<Option<Vec<Datum>>, TidbError> {
         let key = tablecodec::encode_row_key(table.id(), handle);
         let value = match self.buf.get(&key) {
-            Some(m) if m.op == Op::Delete => return Ok(None),
-            Some(m) => Some(m.value.clone()),
+            Some((Op::Delete, _)) => return Ok(None),
+            Some((_, v)) => Some(v.clone()),
             None => read_retry(|| self.tidb.store().get(&key, self.start_ts))?,
         };
         match value {
@@ -418,7 +446,10 @@ impl Txn {
                 _ => return Err(TidbError::SchemaChanged(info.name.O.clone())),
             }
         }
-        let muts: Vec<Mutation> = buf.into_values().collect();
+        let muts: Vec<Mutation> = buf
+            .into_iter()
+            .map(|(key, (op, value))| Mutation { key, op, value })
+            .collect();
         let commit_ts = tidb.commit_mutations(muts, start_ts, &opts)?;
         drop(cat);
         Ok(CommitInfo {

@@ -523,30 +523,40 @@ impl Tidb {
         }
         if opts.one_pc && !opts.rollback {
             let tso = &self.inner.tso;
-            let commit_ts = store.one_pc_allocating(&muts, start_ts, 0, || tso.next())?;
+            let mut muts = muts;
+            let commit_ts = store.one_pc_moving_values(&mut muts, start_ts, || tso.next())?;
             return Ok(Some(commit_ts));
         }
+        let mut muts = muts;
         let primary = muts.first().map(|m| m.key.clone()).unwrap_or_default();
-        let mut done: Vec<Vec<u8>> = Vec::with_capacity(muts.len());
-        for chunk in muts.chunks(TXN_BATCH) {
-            if let Err(e) = store.prewrite(chunk, &primary, start_ts) {
-                if !done.is_empty() {
-                    let _ = store.rollback(&done, start_ts);
+        let mut done = 0usize;
+        for chunk in muts.chunks_mut(TXN_BATCH) {
+            // The values move into the locks; the keys stay for the commit.
+            if let Err(e) = store.prewrite_moving_values(chunk, &primary, start_ts) {
+                if done > 0 {
+                    let keys: Vec<Vec<u8>> = muts
+                        .get(..done)
+                        .unwrap_or_default()
+                        .iter()
+                        .map(|m| m.key.clone())
+                        .collect();
+                    let _ = store.rollback(&keys, start_ts);
                 }
                 return Err(e.into());
             }
-            done.extend(chunk.iter().map(|m| m.key.clone()));
+            done += chunk.len();
         }
         if opts.rollback {
-            store.rollback(&done, start_ts)?;
+            let keys: Vec<Vec<u8>> = muts.into_iter().map(|m| m.key).collect();
+            store.rollback(&keys, start_ts)?;
             return Ok(None);
         }
         let commit_ts = self.inner.tso.next();
         // The primary commits first: from then on the transaction is committed.
         store.commit(std::slice::from_ref(&primary), start_ts, commit_ts)?;
-        if let Some(rest) = done.get(1..) {
+        if let Some(rest) = muts.get(1..) {
             for chunk in rest.chunks(TXN_BATCH) {
-                store.commit(chunk, start_ts, commit_ts)?;
+                store.commit_mutation_keys(chunk, start_ts, commit_ts)?;
             }
         }
         Ok(Some(commit_ts))
