@@ -720,6 +720,21 @@ impl Api {
         Ok((ckpt, resolved, v["state"].as_str().unwrap_or("").to_owned()))
     }
 
+    /// The `runtime.stuck` verdict of `/diagnosis` ("" if there is none).
+    pub async fn stuck_verdict(&self, id: &str) -> String {
+        match self
+            .call(
+                reqwest::Method::GET,
+                &format!("/api/v2/changefeeds/{id}/diagnosis"),
+                None,
+            )
+            .await
+        {
+            Ok((200, v)) => v["runtime"]["stuck"].as_str().unwrap_or("").to_owned(),
+            _ => String::new(),
+        }
+    }
+
     /// The changefeed's checkpoint (0 while the API does not answer).
     pub async fn checkpoint(&self, id: &str) -> u64 {
         self.sample(id).await.map_or(0, |(c, _, _)| c)

@@ -63,6 +63,8 @@ async fn slow_sink() {
     let blocked_ts = touch_account(&env);
     tokio::time::sleep(Duration::from_secs(5)).await;
     let held = env.api.sample(&env.cf).await.expect("changefeed readable");
+    // The diagnosis names the sink as what holds the checkpoint.
+    let stuck = env.api.stuck_verdict(&env.cf).await;
     sqlx::raw_sql(AssertSqlSafe("UNLOCK TABLES".to_string()))
         .execute(&mut lock)
         .await
@@ -85,4 +87,8 @@ async fn slow_sink() {
         Ts(blocked_ts)
     );
     assert!(out.checkpoint > blocked_ts && rec > Duration::ZERO);
+    assert!(
+        stuck.starts_with("the sink is behind: "),
+        "diagnosis while the sink was locked: {stuck:?}"
+    );
 }

@@ -188,6 +188,8 @@ async fn stalled_region_holds_only_its_span() {
     let held = within("read checkpoint", 10, env.api.sample(&env.cf))
         .await
         .expect("changefeed readable");
+    // The diagnosis names the stalled table and region, not the sink.
+    let stuck = within("diagnosis", 10, env.api.stuck_verdict(&env.cf)).await;
     faults.stall_region(region.id, false);
     let end_ts = env.up.now_ts();
     eprintln!(
@@ -212,6 +214,11 @@ async fn stalled_region_holds_only_its_span() {
         Ts(marker_ts)
     );
     assert!(out.checkpoint >= marker_ts && rec < RECOVERY_LIMIT);
+    let expected = format!("the resolved ts is held by table {table_id} ");
+    assert!(
+        stuck.starts_with(&expected) && stuck.contains(&format!("slowest region {}", region.id)),
+        "diagnosis during the stall: {stuck:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

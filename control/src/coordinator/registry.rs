@@ -266,8 +266,13 @@ fn span_json(p: &SpanProgress, now: Instant, now_ms: u64) -> Value {
     v
 }
 
-/// The one-line answer to "why is the checkpoint where it is".
-fn verdict(feed: &RunningFeed, w: &Watermarks, slowest: &[SpanProgress]) -> String {
+/// How far (in physical time) the live checkpoint may trail the live resolved ts before the
+/// diagnosis blames the sink: below this, data is simply in flight (a batch being written takes
+/// a few hundred ms), and what holds the checkpoint is whatever holds the resolved ts.
+const SINK_BEHIND_MS: u64 = 1_000;
+
+/// The one-line answer to "why is the checkpoint where it is", from the live watermarks.
+fn verdict(feed: &RunningFeed, w: &tidal_dataflow::Watermarks, slowest: &[SpanProgress]) -> String {
     if let Some(e) = feed.handle.error() {
         return format!("the dataflow stopped with an error: {e}");
     }
@@ -285,10 +290,15 @@ fn verdict(feed: &RunningFeed, w: &Watermarks, slowest: &[SpanProgress]) -> Stri
             bad.join(", ")
         );
     }
-    if w.checkpoint_ts < w.resolved_ts {
+    let gap_ms = w
+        .resolved_ts
+        .physical_ms()
+        .saturating_sub(w.checkpoint_ts.physical_ms());
+    if gap_ms > SINK_BEHIND_MS {
         return format!(
-            "the sink is behind: data up to resolved ts {} was received, durable up to {}",
-            w.resolved_ts, w.checkpoint_ts
+            "the sink is behind: data up to resolved ts {} was received, durable up to {} \
+             ({gap_ms} ms behind)",
+            w.resolved_ts.0, w.checkpoint_ts.0
         );
     }
     match slowest.first() {
@@ -319,6 +329,7 @@ fn running_diagnosis(feed: &RunningFeed) -> Value {
     let now = Instant::now();
     let now_ms = unix_ms_now();
     let w = watermarks_of(feed);
+    let live = feed.handle.watermarks();
     let slowest = feed.handle.slowest_spans(DIAGNOSIS_SPANS);
     let stats = feed.handle.stats();
     json!({
@@ -333,12 +344,17 @@ fn running_diagnosis(feed: &RunningFeed) -> Value {
         "target_ts": feed.target_ts,
         "saved_checkpoint_ts": feed.last_saved.load(Ordering::Acquire),
         "watermarks": w,
+        "live_watermarks": {
+            "checkpoint_ts": live.checkpoint_ts.0,
+            "resolved_ts": live.resolved_ts.0,
+            "last_synced_ts": live.last_synced_ts.0,
+        },
         "checkpoint_persistable": w.checksum_ok,
         "checksum": feed.handle.checksum_states().into_iter().map(|(worker, s)| {
             json!({"worker": worker, "state": checksum_name(s)})
         }).collect::<Vec<_>>(),
         "slowest_spans": slowest.iter().map(|p| span_json(p, now, now_ms)).collect::<Vec<_>>(),
-        "stuck": verdict(feed, &w, &slowest),
+        "stuck": verdict(feed, &live, &slowest),
         "stats": {
             "txns_emitted": stats.txns_emitted,
             "rows_emitted": stats.rows_emitted,
