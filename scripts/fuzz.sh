@@ -12,7 +12,8 @@
 # toolchain. Targets are built without a sanitizer (-s none): the fuzzed code is safe Rust, so
 # AddressSanitizer finds nothing a panic would not, and costs build and run time. Set
 # FUZZ_SANITIZER=address to use it anyway, and TIDAL_FUZZ_TARGET_DIR to keep build artifacts
-# somewhere that outlives the checkout (a CI cache).
+# somewhere that outlives the checkout (a CI cache), and FUZZ_BUILD_ONLY=1 to build without
+# running (CI builds while its test suite runs, then fuzzes).
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -37,7 +38,8 @@ SANITIZER=${FUZZ_SANITIZER:-none}
 
 if ! cargo fuzz --version >/dev/null 2>&1; then
     echo "fuzz: installing cargo-fuzz"
-    timeout 600 cargo install cargo-fuzz --locked --version '^0.13' >/dev/null
+    # (its own temporary build dir, not a shared CARGO_TARGET_DIR whose lock others wait on)
+    env -u CARGO_TARGET_DIR timeout 600 cargo install cargo-fuzz --locked --version '^0.13' >/dev/null
 fi
 
 BUILD_ARGS=(-s "$SANITIZER")
@@ -61,6 +63,10 @@ fi
 
 echo "fuzz: building ${#TARGETS[@]} target(s)"
 cargo fuzz build "${BUILD_ARGS[@]}"
+if [[ ${FUZZ_BUILD_ONLY:-0} == 1 ]]; then
+    echo "fuzz: built (FUZZ_BUILD_ONLY=1, not running)"
+    exit 0
+fi
 
 LOGDIR=$(mktemp -d)
 trap 'rm -rf "$LOGDIR"' EXIT
