@@ -296,29 +296,42 @@ impl Metrics {
             .set(i64::try_from(cdc_ms).unwrap_or(i64::MAX));
     }
 
-    /// Records one batch durably written by a sink of type `sink_type` (`mysql`, `file`, ...).
-    pub fn record_sink_flush(
+    /// Records `batches` batches durably written since the last call that carried `rows` rows
+    /// and `bytes` bytes in all. The dataflow counts totals, not each batch, so every batch of
+    /// the interval is observed at the interval's mean size (with metrics refreshed every
+    /// checkpoint interval, that is a few batches at a time). Totals are exact.
+    pub fn record_sink_batches(
         &self,
         keyspace: &str,
         changefeed: &str,
         sink_type: &str,
-        keyspace_id: u32,
+        batches: u64,
         rows: u64,
         bytes: u64,
     ) {
-        let ks_id = keyspace_id.to_string();
-        self.sink_batch_row_count
-            .with_label_values(&[keyspace, changefeed, sink_type, ks_id.as_str()])
-            .observe(rows as f64);
-        self.sink_batch_write_bytes
-            .with_label_values(&[keyspace, changefeed, sink_type])
-            .observe(bytes as f64);
-        self.sink_write_bytes_total
-            .with_label_values(&[keyspace, changefeed, sink_type])
-            .inc_by(bytes);
-        self.sink_dml_event_count
-            .with_label_values(&[keyspace, changefeed])
-            .inc_by(rows);
+        if batches > 0 {
+            let (mean_rows, mean_bytes) =
+                (rows as f64 / batches as f64, bytes as f64 / batches as f64);
+            let row_hist = self
+                .sink_batch_row_count
+                .with_label_values(&[keyspace, changefeed, sink_type, "0"]);
+            let byte_hist = self
+                .sink_batch_write_bytes
+                .with_label_values(&[keyspace, changefeed, sink_type]);
+            // Bounded work per tick whatever the batch count.
+            for _ in 0..batches.min(1024) {
+                row_hist.observe(mean_rows);
+                byte_hist.observe(mean_bytes);
+            }
+        }
+        if rows > 0 || bytes > 0 {
+            self.sink_write_bytes_total
+                .with_label_values(&[keyspace, changefeed, sink_type])
+                .inc_by(bytes);
+            self.sink_dml_event_count
+                .with_label_values(&[keyspace, changefeed])
+                .inc_by(rows);
+        }
     }
 
     /// Counts one sink error for an event type (`dml`, `ddl`).
@@ -472,6 +485,35 @@ mod tests {
     use super::*;
 
     #[test]
+    fn batches_are_observed_at_the_interval_mean_and_totals_are_exact() {
+        let m = Metrics::new();
+        m.record_sink_batches("default", "cf", "mysql", 4, 100, 8000);
+        m.record_sink_batches("default", "cf", "mysql", 0, 0, 0);
+        let rows = m
+            .sink_batch_row_count
+            .with_label_values(&["default", "cf", "mysql", "0"]);
+        assert_eq!(rows.get_sample_count(), 4);
+        assert_eq!(rows.get_sample_sum(), 100.0);
+        let bytes = m
+            .sink_batch_write_bytes
+            .with_label_values(&["default", "cf", "mysql"]);
+        assert_eq!(
+            (bytes.get_sample_count(), bytes.get_sample_sum()),
+            (4, 8000.0)
+        );
+        let total = m
+            .sink_write_bytes_total
+            .with_label_values(&["default", "cf", "mysql"]);
+        assert_eq!(total.get(), 8000);
+        assert_eq!(
+            m.sink_dml_event_count
+                .with_label_values(&["default", "cf"])
+                .get(),
+            100
+        );
+    }
+
+    #[test]
     fn exposition_has_ticdc_names() {
         let m = Metrics::new();
         m.owner_checkpoint_ts
@@ -489,7 +531,7 @@ mod tests {
         m.owner_status
             .with_label_values(&["default", "cf", "0"])
             .set(3);
-        m.record_sink_flush("default", "cf", "mysql", 0, 10, 1000);
+        m.record_sink_batches("default", "cf", "mysql", 1, 10, 1000);
         m.record_sink_error("default", "cf", "dml");
         m.set_gc_safe_points(5, 4);
         m.observe_span_lags("default", "cf", 0.5, 1.5);

@@ -735,7 +735,8 @@ async fn runtime_watermarks_diagnosis_and_metrics() {
         // Metrics.
         let updater = MetricsUpdater::new(Arc::clone(&h.service), h.metrics.clone());
         updater.refresh().await.expect("refresh");
-        h.metrics.record_sink_flush("default", "live", "blackhole", 0, 5, 500);
+        h.metrics
+            .record_sink_batches("default", "live", "blackhole", 1, 5, 500);
         let resp = h
             .http
             .get(format!("{}/metrics", h.base))

@@ -50,7 +50,7 @@ fn running_metrics() -> Metrics {
         .set(0.5);
     // The coordinator's publish_metrics (sink counters, checksum states, span lags) and the
     // sink-side helpers.
-    m.record_sink_flush("default", "cf-1", "mysql", 0, 10, 1000);
+    m.record_sink_batches("default", "cf-1", "mysql", 1, 10, 1000);
     m.record_sink_error("default", "cf-1", "dml");
     m.set_checksum_state("cf-1", 0, ChecksumState::Match);
     m.set_checksum_state("cf-1", 1, ChecksumState::Mismatch);

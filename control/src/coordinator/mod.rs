@@ -542,14 +542,11 @@ impl Runner {
                 feed.published_bytes
                     .swap(stats.bytes_flushed, Ordering::AcqRel),
             );
-            if rows > 0 || bytes > 0 {
-                m.sink_write_bytes_total
-                    .with_label_values(&[ks, id, feed.sink.kind()])
-                    .inc_by(bytes);
-                m.sink_dml_event_count
-                    .with_label_values(&[ks, id])
-                    .inc_by(rows);
-            }
+            let batches = stats.batches_flushed.saturating_sub(
+                feed.published_batches
+                    .swap(stats.batches_flushed, Ordering::AcqRel),
+            );
+            m.record_sink_batches(ks, id, feed.sink.kind(), batches, rows, bytes);
             for (worker, state) in feed.handle.checksum_states() {
                 let state = match state {
                     tidal_dataflow::ChecksumState::Uninitialized => MetricsChecksum::Uninitialized,
@@ -634,6 +631,18 @@ impl Runner {
             state = %to,
             "changefeed failed"
         );
+        if let Some(m) = &self.metrics
+            && [failure::CODE_SINK_FAILED, failure::CODE_SINK_REJECTED]
+                .contains(&failure.code.as_str())
+        {
+            // The sinks name a DDL they failed on as `DDL "…"`; anything else is row data.
+            let event = if failure.message.contains("DDL ") {
+                "ddl"
+            } else {
+                "dml"
+            };
+            m.record_sink_error(&cf.keyspace, &cf.id, event);
+        }
         let err = failure.to_running_error(&self.cfg.advertise_addr);
         if let Err(e) = transition_fenced(
             self.store(),
@@ -909,6 +918,7 @@ impl Runner {
             last_saved_resolved: AtomicU64::new(saved_resolved),
             published_rows: AtomicU64::new(0),
             published_bytes: AtomicU64::new(0),
+            published_batches: AtomicU64::new(0),
             members,
             assignment,
         });

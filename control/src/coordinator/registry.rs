@@ -45,6 +45,7 @@ pub(crate) struct RunningFeed {
     /// Rows / bytes already published to the sink metrics.
     pub(crate) published_rows: AtomicU64,
     pub(crate) published_bytes: AtomicU64,
+    pub(crate) published_batches: AtomicU64,
     /// For a multi-process run: its processes (this one first).
     pub(crate) members: Option<Vec<super::cluster::Member>>,
     /// For a multi-process run: the assignment as published.
