@@ -364,6 +364,13 @@ impl Metrics {
             .set(state.as_i64());
     }
 
+    /// Withdraws one worker's checksum state series (its run ended).
+    pub fn remove_checksum_state(&self, changefeed: &str, worker: usize) {
+        let _ = self
+            .span_set_checksum_state
+            .remove_label_values(&[changefeed, worker.to_string().as_str()]);
+    }
+
     fn drop_owner_series(&self, keyspace: &str, changefeed: &str, keyspace_id: &str) {
         let _ = self
             .owner_checkpoint_ts

@@ -336,6 +336,13 @@ async fn lifecycle(etcd: Option<(String, String)>) {
     let still = persisted(store.as_ref(), &keys, "cf1").await;
     assert_eq!(still, frozen, "nothing moves while paused");
     assert!(still.2 < c2);
+    // the paused run's checksum series are withdrawn, not left at their last value
+    let (_, text) = api.call(reqwest::Method::GET, "/metrics", None).await;
+    let text = text.as_str().expect("metrics text").to_string();
+    assert!(
+        !text.contains("tidal_span_set_checksum_state{changefeed=\"cf1\""),
+        "checksum series of a stopped run in\n{text}"
+    );
     assert_eq!(ckpt(&api.status("cf1").await), frozen.2);
 
     // resume: a new epoch and no loss

@@ -236,6 +236,7 @@ impl Coordinator {
             owner: false,
             metrics,
             last_span_metrics: Instant::now(),
+            checksum_series: BTreeSet::new(),
             cluster,
             timeouts,
             next_slot: 0,
@@ -313,6 +314,9 @@ struct Runner {
     owner: bool,
     metrics: Option<Metrics>,
     last_span_metrics: Instant,
+    /// `(changefeed, worker)` checksum series exported at the last tick, so that the series of
+    /// runs that ended are withdrawn rather than left at their last value.
+    checksum_series: BTreeSet<(String, usize)>,
     /// This process's place in a multi-process cluster; `None`: runs stay in this process.
     cluster: Option<ClusterMembership>,
     timeouts: ClusterTimeouts,
@@ -531,6 +535,7 @@ impl Runner {
             self.last_span_metrics = Instant::now();
         }
         let now_ms = crate::service::unix_ms_now();
+        let mut series = BTreeSet::new();
         for feed in self.registry.all_running() {
             let (ks, id) = (feed.cf.keyspace.as_str(), feed.cf.id.as_str());
             let stats = feed.handle.stats();
@@ -554,6 +559,7 @@ impl Runner {
                     tidal_dataflow::ChecksumState::Match => MetricsChecksum::Match,
                 };
                 m.set_checksum_state(id, worker, state);
+                series.insert((id.to_string(), worker));
             }
             if spans_due {
                 let lag = |ts: Ts| (now_ms as f64 - ts.physical_ms() as f64) / 1000.0;
@@ -563,6 +569,10 @@ impl Runner {
                 }
             }
         }
+        for (id, worker) in self.checksum_series.difference(&series) {
+            m.remove_checksum_state(id, *worker);
+        }
+        self.checksum_series = series;
     }
 
     /// Persists the run's checkpoint and resolved ts if either advanced and the checksum gate
