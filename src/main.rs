@@ -6,6 +6,12 @@ use clap::{Parser, Subcommand};
 
 mod commands;
 
+/// mimalloc instead of the system allocator: the embedded cluster (`tidal sim`, `demo`,
+/// `bench`) allocates and frees small buffers per row change across threads, where glibc's
+/// malloc spent about half the simulator's CPU (docs/BENCHMARKS.md, simulator feed).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Change data capture for TiDB/TiKV on timely dataflow.
 #[derive(Debug, Parser)]
 #[command(name = "tidal", version, about, long_about = None)]

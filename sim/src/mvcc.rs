@@ -497,7 +497,14 @@ fn insert_write(writes: &mut Vec<Write>, w: Write) {
             let pos = writes.partition_point(|x| x.commit_ts <= w.commit_ts);
             writes.insert(pos, w);
         }
-        _ => writes.push(w),
+        _ => {
+            // Most keys are written once: a fresh key's history gets room for exactly one
+            // record instead of the four a first push reserves.
+            if writes.capacity() == 0 {
+                writes.reserve_exact(1);
+            }
+            writes.push(w)
+        }
     }
 }
 

@@ -15,7 +15,9 @@ use crate::error::CodecError;
 use crate::schema::FieldType;
 
 pub use v1::{datum_from_flagged_v1, decode_row_v1, encode_row_v1};
-pub use v2::{ColumnSlot, RowV2, decode_column_v2, encode_column_v2, encode_row_v2};
+pub use v2::{
+    ColumnSlot, RowV2, decode_column_v2, encode_column_v2, encode_row_v2, encode_row_v2_into,
+};
 
 /// A parsed row value of either format.
 #[derive(Debug, Clone)]

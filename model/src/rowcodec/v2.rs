@@ -348,12 +348,6 @@ fn decode_f64(b: &[u8]) -> Result<f64, CodecError> {
     Ok(decode_float(b)?.0)
 }
 
-fn encode_f64(v: f64) -> Vec<u8> {
-    let mut out = Vec::with_capacity(8);
-    encode_float(&mut out, v);
-    out
-}
-
 /// The fractional-seconds precision of a time column: its `Decimal`, clamped to 0..=6.
 pub(crate) fn column_fsp(ft: &FieldType) -> u8 {
     ft.decimal.clamp(0, 6) as u8
@@ -427,39 +421,73 @@ fn mismatch(datum: &Datum, ft: &FieldType) -> CodecError {
 /// Encodes one non-NULL datum as the v2 bytes of a column of type `ft` (the inverse of
 /// [`decode_column_v2`]). A datum of the wrong kind for the type, or NULL, is an error.
 pub fn encode_column_v2(datum: &Datum, ft: &FieldType) -> Result<Vec<u8>, CodecError> {
+    let mut out = Vec::new();
+    push_column_v2(&mut out, datum, ft)?;
+    Ok(out)
+}
+
+/// Appends the smallest little-endian form (1, 2, 4 or 8 bytes) of a signed integer.
+fn push_int_v2(out: &mut Vec<u8>, v: i64) {
+    if let Ok(x) = i8::try_from(v) {
+        out.extend_from_slice(&x.to_le_bytes());
+    } else if let Ok(x) = i16::try_from(v) {
+        out.extend_from_slice(&x.to_le_bytes());
+    } else if let Ok(x) = i32::try_from(v) {
+        out.extend_from_slice(&x.to_le_bytes());
+    } else {
+        out.extend_from_slice(&v.to_le_bytes());
+    }
+}
+
+/// Appends the smallest little-endian form (1, 2, 4 or 8 bytes) of an unsigned integer.
+fn push_uint_v2(out: &mut Vec<u8>, v: u64) {
+    if let Ok(x) = u8::try_from(v) {
+        out.push(x);
+    } else if let Ok(x) = u16::try_from(v) {
+        out.extend_from_slice(&x.to_le_bytes());
+    } else if let Ok(x) = u32::try_from(v) {
+        out.extend_from_slice(&x.to_le_bytes());
+    } else {
+        out.extend_from_slice(&v.to_le_bytes());
+    }
+}
+
+/// [`encode_column_v2`] appending to `out` (left as it was on error).
+fn push_column_v2(out: &mut Vec<u8>, datum: &Datum, ft: &FieldType) -> Result<(), CodecError> {
     let tp = ft.tp;
     let bad = || mismatch(datum, ft);
-    Ok(match (tp, datum) {
-        (mysql::TYPE_YEAR, Datum::Int(v)) => encode_int_v2(*v),
+    match (tp, datum) {
+        (mysql::TYPE_YEAR, Datum::Int(v)) => push_int_v2(out, *v),
         (_, Datum::Int(v)) if mysql::is_integer_type(tp) => {
             if ft.is_unsigned() {
-                encode_uint_v2(u64::try_from(*v).map_err(|_| bad())?)
+                push_uint_v2(out, u64::try_from(*v).map_err(|_| bad())?)
             } else {
-                encode_int_v2(*v)
+                push_int_v2(out, *v)
             }
         }
         (_, Datum::Uint(v)) if mysql::is_integer_type(tp) => {
             if ft.is_unsigned() {
-                encode_uint_v2(*v)
+                push_uint_v2(out, *v)
             } else {
-                encode_int_v2(i64::try_from(*v).map_err(|_| bad())?)
+                push_int_v2(out, i64::try_from(*v).map_err(|_| bad())?)
             }
         }
-        (mysql::TYPE_FLOAT, Datum::Float32(v)) => encode_f64(f64::from(*v)),
-        (mysql::TYPE_DOUBLE, Datum::Float64(v)) => encode_f64(*v),
-        (_, Datum::Bytes(b)) if mysql::is_string_type(tp) => b.clone(),
+        (mysql::TYPE_FLOAT, Datum::Float32(v)) => encode_float(out, f64::from(*v)),
+        (mysql::TYPE_DOUBLE, Datum::Float64(v)) => encode_float(out, *v),
+        (_, Datum::Bytes(b)) if mysql::is_string_type(tp) => out.extend_from_slice(b),
         (_, Datum::Decimal(d)) if is_decimal_type(tp) => {
             let (p, f) = decimal_prec_frac(d, ft);
-            d.encode_column(p, f)?
+            out.extend_from_slice(&d.encode_column(p, f)?);
         }
-        (_, Datum::Time(t)) if mysql::is_time_type(tp) => encode_uint_v2(t.to_packed()),
-        (mysql::TYPE_DURATION, Datum::Duration(d)) => encode_int_v2(d.nanos),
+        (_, Datum::Time(t)) if mysql::is_time_type(tp) => push_uint_v2(out, t.to_packed()),
+        (mysql::TYPE_DURATION, Datum::Duration(d)) => push_int_v2(out, d.nanos),
         (mysql::TYPE_ENUM, Datum::Enum(v))
         | (mysql::TYPE_SET, Datum::Set(v))
-        | (mysql::TYPE_BIT, Datum::Bit(v)) => encode_uint_v2(*v),
-        (mysql::TYPE_JSON, Datum::Json(j)) => j.encode_column(),
+        | (mysql::TYPE_BIT, Datum::Bit(v)) => push_uint_v2(out, *v),
+        (mysql::TYPE_JSON, Datum::Json(j)) => out.extend_from_slice(&j.encode_column()),
         _ => return Err(bad()),
-    })
+    }
+    Ok(())
 }
 
 /// Encodes a v2 row from `(column id, datum, type)` triples in any order: ids are sorted, NULLs
@@ -467,57 +495,252 @@ pub fn encode_column_v2(datum: &Datum, ft: &FieldType) -> Result<Vec<u8>, CodecE
 /// 65535 bytes. No checksum is written. Fails on negative, oversized or duplicate ids, more than
 /// 65535 columns in a list, and datums that do not fit their types.
 pub fn encode_row_v2(cols: &[(i64, &Datum, &FieldType)]) -> Result<Vec<u8>, CodecError> {
-    let mut sorted: Vec<(u32, &Datum, &FieldType)> = Vec::with_capacity(cols.len());
-    for &(id, d, ft) in cols {
+    let mut out = Vec::new();
+    encode_row_v2_into(&mut out, cols)?;
+    Ok(out)
+}
+
+/// Rows with at most this many columns sort their column order on the stack.
+const INLINE_COLS: usize = 32;
+
+/// [`encode_row_v2`] appending to `out`, for callers that encode many rows through one reused
+/// buffer: the bytes appended are exactly the ones [`encode_row_v2`] returns, and the encoder
+/// itself allocates nothing for rows of up to 32 columns (the column values are written
+/// straight into `out`). On error `out` is left as it was.
+pub fn encode_row_v2_into(
+    out: &mut Vec<u8>,
+    cols: &[(i64, &Datum, &FieldType)],
+) -> Result<(), CodecError> {
+    let start = out.len();
+    let mut inline = [(0u32, 0usize); INLINE_COLS];
+    let mut heap = Vec::new();
+    let order: &mut [(u32, usize)] = if cols.len() <= INLINE_COLS {
+        &mut inline[..cols.len()]
+    } else {
+        heap.resize(cols.len(), (0u32, 0usize));
+        &mut heap
+    };
+    for (i, &(id, _, _)) in cols.iter().enumerate() {
         let id = u32::try_from(id)
             .map_err(|_| CodecError::invalid("row v2 encode", format!("column id {id}")))?;
-        sorted.push((id, d, ft));
+        order[i] = (id, i);
     }
-    sorted.sort_by_key(|c| c.0);
-    if let Some(w) = sorted.windows(2).find(|w| w[0].0 == w[1].0) {
+    order.sort_unstable_by_key(|c| c.0);
+    if let Some(w) = order.windows(2).find(|w| w[0].0 == w[1].0) {
         return Err(CodecError::invalid(
             "row v2 encode",
             format!("duplicate column id {}", w[0].0),
         ));
     }
-    let mut not_null = Vec::new();
-    let mut nulls = Vec::new();
-    let mut data = Vec::new();
-    let mut ends = Vec::new();
-    for (id, d, ft) in sorted {
-        if d.is_null() {
-            nulls.push(id);
-        } else {
-            data.extend(encode_column_v2(d, ft)?);
-            ends.push(data.len());
-            not_null.push(id);
-        }
+    let large_ids = order.last().is_some_and(|c| c.0 > 255);
+    let mut r = encode_layout(out, cols, order, large_ids);
+    if matches!(r, Ok(false)) {
+        // The data outgrew the small layout's 16-bit offsets: start over with the large one.
+        out.truncate(start);
+        r = encode_layout(out, cols, order, true);
     }
-    let count = |n: usize| {
-        u16::try_from(n)
-            .map_err(|_| CodecError::invalid("row v2 encode", format!("{n} columns in one list")))
-    };
-    let (nn, nl) = (count(not_null.len())?, count(nulls.len())?);
-    u32::try_from(data.len())
-        .map_err(|_| CodecError::invalid("row v2 encode", "data larger than 4 GiB"))?;
-    let large = data.len() > 0xFFFF || not_null.iter().chain(&nulls).any(|&id| id > 255);
-    let mut out = vec![CODEC_VER, if large { FLAG_LARGE } else { 0 }];
-    out.extend_from_slice(&nn.to_le_bytes());
-    out.extend_from_slice(&nl.to_le_bytes());
-    for &id in not_null.iter().chain(&nulls) {
+    if r.is_err() {
+        out.truncate(start);
+    }
+    r.map(|_| ())
+}
+
+/// Appends the row in the small (`large == false`) or large layout, with the columns in
+/// `order` (sorted ids with their index in `cols`). Returns `Ok(false)`, having stopped early,
+/// if the small layout cannot hold the data.
+fn encode_layout(
+    out: &mut Vec<u8>,
+    cols: &[(i64, &Datum, &FieldType)],
+    order: &[(u32, usize)],
+    large: bool,
+) -> Result<bool, CodecError> {
+    let not_null = order.iter().filter(|c| !cols[c.1].1.is_null()).count();
+    let nulls = order.len() - not_null;
+    let (id_w, off_w) = if large { (4, 4) } else { (1, 2) };
+    out.reserve(6 + order.len() * id_w + not_null * off_w);
+    out.push(CODEC_VER);
+    out.push(if large { FLAG_LARGE } else { 0 });
+    // Counts are checked after the data (as the column errors come first); write them
+    // truncated for now.
+    out.extend_from_slice(&(not_null as u16).to_le_bytes());
+    out.extend_from_slice(&(nulls as u16).to_le_bytes());
+    let null_pass = order.iter().filter(|c| cols[c.1].1.is_null());
+    for &(id, _) in order
+        .iter()
+        .filter(|c| !cols[c.1].1.is_null())
+        .chain(null_pass)
+    {
         if large {
             out.extend_from_slice(&id.to_le_bytes());
         } else {
             out.push(id as u8);
         }
     }
-    for &end in &ends {
+    let mut slot = out.len();
+    out.resize(slot + not_null * off_w, 0);
+    let data_start = out.len();
+    let mut too_big = false;
+    for &(_, i) in order {
+        let (_, d, ft) = cols[i];
+        if d.is_null() {
+            continue;
+        }
+        push_column_v2(out, d, ft)?;
+        let end = out.len() - data_start;
         if large {
-            out.extend_from_slice(&(end as u32).to_le_bytes());
+            too_big |= u32::try_from(end).is_err();
+            out[slot..slot + 4].copy_from_slice(&(end as u32).to_le_bytes());
         } else {
-            out.extend_from_slice(&(end as u16).to_le_bytes());
+            let Ok(end) = u16::try_from(end) else {
+                return Ok(false);
+            };
+            out[slot..slot + 2].copy_from_slice(&end.to_le_bytes());
+        }
+        slot += off_w;
+    }
+    for n in [not_null, nulls] {
+        if u16::try_from(n).is_err() {
+            return Err(CodecError::invalid(
+                "row v2 encode",
+                format!("{n} columns in one list"),
+            ));
         }
     }
-    out.extend(data);
-    Ok(out)
+    if too_big {
+        return Err(CodecError::invalid(
+            "row v2 encode",
+            "data larger than 4 GiB",
+        ));
+    }
+    Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// The encoder as first written (separate id lists, data and offsets assembled at the
+    /// end), kept as the reference [`encode_row_v2_into`] must match byte for byte.
+    fn reference(cols: &[(i64, &Datum, &FieldType)]) -> Result<Vec<u8>, CodecError> {
+        let mut sorted = Vec::new();
+        for &(id, d, ft) in cols {
+            let id = u32::try_from(id)
+                .map_err(|_| CodecError::invalid("row v2 encode", format!("column id {id}")))?;
+            sorted.push((id, d, ft));
+        }
+        sorted.sort_by_key(|c| c.0);
+        if let Some(w) = sorted.windows(2).find(|w| w[0].0 == w[1].0) {
+            return Err(CodecError::invalid(
+                "row v2 encode",
+                format!("duplicate column id {}", w[0].0),
+            ));
+        }
+        let (mut not_null, mut nulls, mut data, mut ends) = (vec![], vec![], vec![], vec![]);
+        for (id, d, ft) in sorted {
+            if d.is_null() {
+                nulls.push(id);
+            } else {
+                data.extend(encode_column_v2(d, ft)?);
+                ends.push(data.len());
+                not_null.push(id);
+            }
+        }
+        let large = data.len() > 0xFFFF || not_null.iter().chain(&nulls).any(|&id| id > 255);
+        let mut out = vec![CODEC_VER, if large { FLAG_LARGE } else { 0 }];
+        out.extend_from_slice(&(not_null.len() as u16).to_le_bytes());
+        out.extend_from_slice(&(nulls.len() as u16).to_le_bytes());
+        for &id in not_null.iter().chain(&nulls) {
+            if large {
+                out.extend_from_slice(&id.to_le_bytes());
+            } else {
+                out.push(id as u8);
+            }
+        }
+        for &end in &ends {
+            if large {
+                out.extend_from_slice(&(end as u32).to_le_bytes());
+            } else {
+                out.extend_from_slice(&(end as u16).to_le_bytes());
+            }
+        }
+        out.extend(data);
+        Ok(out)
+    }
+
+    fn ft(tp: u8, flag: u32) -> FieldType {
+        FieldType {
+            tp,
+            flag,
+            ..FieldType::default()
+        }
+    }
+
+    fn arb_col() -> impl Strategy<Value = (i64, FieldType, Datum)> {
+        let id = prop_oneof![4 => 0i64..40, 1 => 0i64..600, 1 => -3i64..3];
+        let typed = prop_oneof![
+            any::<i64>().prop_map(|v| (ft(mysql::TYPE_LONGLONG, 0), Datum::Int(v))),
+            any::<u64>().prop_map(|v| (
+                ft(mysql::TYPE_LONGLONG, mysql::FLAG_UNSIGNED),
+                Datum::Uint(v)
+            )),
+            any::<f64>().prop_map(|v| (ft(mysql::TYPE_DOUBLE, 0), Datum::Float64(v))),
+            (0usize..40, 0usize..3).prop_map(|(n, big)| {
+                // Now and then a value long enough to push the row into the large layout.
+                let len = if big == 0 { 30_000 + n } else { n };
+                (ft(mysql::TYPE_VARCHAR, 0), Datum::Bytes(vec![b'x'; len]))
+            }),
+            Just((ft(mysql::TYPE_LONGLONG, 0), Datum::Null)),
+            // A datum that does not fit its column type.
+            Just((ft(mysql::TYPE_LONGLONG, 0), Datum::Float64(1.5))),
+        ];
+        (id, typed).prop_map(|(id, (ft, d))| (id, ft, d))
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(300))]
+
+        /// Same bytes (or the same error) as the reference, appended after what the buffer
+        /// held, which an error leaves untouched.
+        #[test]
+        fn into_matches_reference(
+            row in prop::collection::vec(arb_col(), 0..12),
+            prefix in prop::collection::vec(any::<u8>(), 0..4),
+        ) {
+            let cols: Vec<(i64, &Datum, &FieldType)> =
+                row.iter().map(|(id, ft, d)| (*id, d, ft)).collect();
+            let mut buf = prefix.clone();
+            let got = encode_row_v2_into(&mut buf, &cols);
+            match reference(&cols) {
+                Ok(want) => {
+                    prop_assert!(got.is_ok());
+                    prop_assert_eq!(&buf[..prefix.len()], &prefix[..]);
+                    prop_assert_eq!(&buf[prefix.len()..], &want[..]);
+                    prop_assert_eq!(encode_row_v2(&cols).ok(), Some(want));
+                }
+                Err(e) => {
+                    prop_assert_eq!(got.err().map(|g| g.to_string()), Some(e.to_string()));
+                    prop_assert_eq!(&buf, &prefix);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn many_columns_sort_on_the_heap_and_switch_layout() {
+        let big = Datum::Bytes(vec![b'y'; 70_000]);
+        let int = Datum::Int(-7);
+        let t_int = ft(mysql::TYPE_LONGLONG, 0);
+        let t_str = ft(mysql::TYPE_VARCHAR, 0);
+        // 40 columns (past the inline sort), ids in reverse, one value over 65535 bytes.
+        let mut cols: Vec<(i64, &Datum, &FieldType)> =
+            (0..40).rev().map(|id| (id, &int, &t_int)).collect();
+        cols.push((100, &big, &t_str));
+        let mut buf = Vec::new();
+        encode_row_v2_into(&mut buf, &cols).unwrap();
+        assert_eq!(buf, reference(&cols).unwrap());
+        assert_eq!(buf[1], FLAG_LARGE);
+        assert_eq!(&buf[2..6], &[41, 0, 0, 0]);
+        assert_eq!(buf.len(), 6 + 41 * 4 + 41 * 4 + 40 + 70_000);
+    }
 }

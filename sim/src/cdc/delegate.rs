@@ -292,6 +292,17 @@ pub(crate) fn pack_rows(
     rows: Vec<event::Row>,
     max_bytes: usize,
 ) -> Vec<cdcpb::Event> {
+    let total = rows
+        .iter()
+        .fold(0usize, |acc, r| acc.saturating_add(row_size(r)));
+    if total < max_bytes || rows.len() < 2 {
+        // The common case: everything fits one Event, so the rows move over as they are.
+        return if rows.is_empty() {
+            Vec::new()
+        } else {
+            vec![entries_event(region_id, request_id, rows)]
+        };
+    }
     let mut out = Vec::new();
     let mut cur: Vec<event::Row> = Vec::new();
     let mut cur_bytes = 0usize;
@@ -545,6 +556,24 @@ mod tests {
         ];
         assert_eq!(pack_rows(1, 1, big, 350).len(), 2);
         assert!(pack_rows(1, 1, Vec::new(), 350).is_empty());
+        // Rows that fit together stay in one Event, in order.
+        let fit: Vec<event::Row> = (0..3u8)
+            .map(|i| event::Row {
+                key: vec![i],
+                value: vec![0; 99],
+                ..Default::default()
+            })
+            .collect();
+        let one = pack_rows(2, 3, fit.clone(), 301);
+        assert_eq!(one.len(), 1);
+        assert_eq!(
+            one[0].event,
+            Some(event::Event::Entries(event::Entries {
+                entries: fit.clone()
+            }))
+        );
+        // At exactly the limit the last row starts a new Event.
+        assert_eq!(pack_rows(2, 3, fit, 300).len(), 2);
     }
 
     #[test]

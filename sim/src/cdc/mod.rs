@@ -472,7 +472,8 @@ impl CdcHub {
         let mut out: Vec<(u64, u64, Vec<cdcpb::event::Row>)> = Vec::new();
         let mut targets: Vec<usize> = Vec::new();
         let mut ek = Vec::new();
-        for ev in events {
+        let n_events = events.len();
+        for (i, ev) in events.into_iter().enumerate() {
             ek.clear();
             tidal_model::codec::bytes::encode_bytes(&mut ek, delegate::apply_event_key(&ev));
             let (txn_source, commit_ts) = delegate::apply_event_source_and_commit(&ev);
@@ -499,7 +500,8 @@ impl CdcHub {
                     let slot = match out.iter().position(|(_, id, _)| *id == ds.id) {
                         Some(i) => i,
                         None => {
-                            out.push((*rid, ds.id, Vec::new()));
+                            // Room for every remaining row: most batches go to one stream.
+                            out.push((*rid, ds.id, Vec::with_capacity(n_events - i)));
                             out.len() - 1
                         }
                     };

@@ -18,7 +18,7 @@ use std::sync::Arc;
 
 use serde_json::Value;
 use tidal_model::codec::datum::{FlaggedDatum, encode_key_flagged};
-use tidal_model::schema::{ColumnInfo, IndexInfo, TableInfo};
+use tidal_model::schema::{ColumnInfo, FieldType, IndexInfo, TableInfo};
 use tidal_model::tablecodec::{self, Handle};
 use tidal_model::{Datum, decode};
 
@@ -85,6 +85,8 @@ pub struct Txn {
     /// Buffered writes by key: (Put or Delete, value); the key is stored once.
     buf: BTreeMap<Vec<u8>, (Op, Vec<u8>)>,
     rows: Vec<RowWrite>,
+    /// Row values are encoded here (reused across rows) and copied out at their exact size.
+    scratch: Vec<u8>,
 }
 
 fn invalid(detail: impl Into<String>) -> TidbError {
@@ -203,6 +205,138 @@ fn encode_value_cols(
     Ok(tidal_model::rowcodec::encode_row_v2(&cols)?)
 }
 
+/// What DML needs of a table's columns for every row, derived once per schema version (when the
+/// catalog stores the table) instead of per row.
+#[derive(Debug)]
+pub(crate) struct RowLayout {
+    /// Indexes into `TableInfo::cols` of the public columns, in row (value) order.
+    public: Vec<usize>,
+    /// Public position of the integer handle column, for tables whose primary key is it.
+    int_handle: Option<usize>,
+    /// The columns a row value holds, by public position (the rest are in the key): the
+    /// column's id and whether a NULL of it is left out of the value.
+    value_cols: Vec<(usize, i64, bool)>,
+}
+
+impl RowLayout {
+    /// Derives the layout the per-row functions above would compute for `info`.
+    pub(crate) fn new(info: &TableInfo) -> RowLayout {
+        let public: Vec<usize> = (0..info.cols.len())
+            .filter(|&i| info.cols[i].is_public())
+            .collect();
+        let handle_col = info.pk_handle_column().map(|c| c.id);
+        let clustered: Vec<&str> = if info.is_common_handle {
+            info.primary_index()
+                .map(|p| p.idx_cols.iter().map(|c| c.name.L.as_str()).collect())
+                .unwrap_or_default()
+        } else {
+            Vec::new()
+        };
+        let mut int_handle = None;
+        let mut value_cols = Vec::with_capacity(public.len());
+        for (pos, &i) in public.iter().enumerate() {
+            let c = &info.cols[i];
+            if Some(c.id) == handle_col {
+                int_handle = Some(pos);
+                continue;
+            }
+            if clustered.contains(&c.name.L.as_str()) && !decode::need_restored_data(&c.field_type)
+            {
+                continue;
+            }
+            let omit_null = is_null_json(&c.default) && is_null_json(&c.origin_default);
+            value_cols.push((pos, c.id, omit_null));
+        }
+        RowLayout {
+            public,
+            int_handle,
+            value_cols,
+        }
+    }
+
+    /// [`check_values`] through the layout.
+    fn check(&self, info: &TableInfo, values: &[Datum]) -> Result<(), TidbError> {
+        if self.public.len() != values.len() {
+            return Err(invalid(format!(
+                "table {} has {} columns, got {} values",
+                info.name.O,
+                self.public.len(),
+                values.len()
+            )));
+        }
+        for (&i, v) in self.public.iter().zip(values) {
+            let c = &info.cols[i];
+            if v.is_null() && c.is_not_null() {
+                return Err(invalid(format!(
+                    "column {}.{} cannot be NULL",
+                    info.name.O, c.name.O
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// [`handle_of`] through the layout (clustered keys take the general path).
+    fn handle(&self, info: &TableInfo, values: &[Datum]) -> Result<Option<Handle>, TidbError> {
+        match self.int_handle {
+            Some(pos) => match values.get(pos) {
+                Some(Datum::Int(v)) => Ok(Some(Handle::Int(*v))),
+                Some(Datum::Uint(v)) => Ok(Some(Handle::Int(*v as i64))),
+                other => Err(invalid(format!("integer handle value {other:?}"))),
+            },
+            None if info.is_common_handle => handle_of(info, values),
+            None => Ok(None),
+        }
+    }
+
+    /// [`encode_value`] through the layout, encoded in `scratch` (reused across rows) and
+    /// returned as an exactly sized copy.
+    fn encode(
+        &self,
+        info: &TableInfo,
+        values: &[Datum],
+        scratch: &mut Vec<u8>,
+    ) -> Result<Vec<u8>, TidbError> {
+        /// Rows of up to this many value columns list them on the stack.
+        const INLINE: usize = 32;
+        if values.len() != self.public.len() {
+            return Err(invalid("row arity"));
+        }
+        // Unused slots hold a copy of the first column (never read).
+        let filler = match self.value_cols.first() {
+            Some(&(pos, id, _)) => (id, &values[pos], &info.cols[self.public[pos]].field_type),
+            None => {
+                scratch.clear();
+                tidal_model::rowcodec::encode_row_v2_into(scratch, &[])?;
+                return Ok(scratch.as_slice().to_vec());
+            }
+        };
+        let mut inline: [(i64, &Datum, &FieldType); INLINE] = [filler; INLINE];
+        let mut heap = Vec::new();
+        let mut n = 0;
+        for &(pos, id, omit_null) in &self.value_cols {
+            let v = &values[pos];
+            if omit_null && v.is_null() {
+                continue;
+            }
+            let col = (id, v, &info.cols[self.public[pos]].field_type);
+            if n < INLINE {
+                inline[n] = col;
+            } else {
+                if heap.is_empty() {
+                    heap.extend_from_slice(&inline);
+                }
+                heap.push(col);
+            }
+            n += 1;
+        }
+        let cols = if n <= INLINE { &inline[..n] } else { &heap[..] };
+        scratch.clear();
+        tidal_model::rowcodec::encode_row_v2_into(scratch, cols)?;
+        Ok(scratch.as_slice().to_vec())
+    }
+}
+
 /// The (key, value) of a row's entry in `index` (values in public-column order).
 pub fn index_entry(
     info: &TableInfo,
@@ -258,6 +392,7 @@ impl Txn {
             tables: HashMap::new(),
             buf: BTreeMap::new(),
             rows: Vec::new(),
+            scratch: Vec::new(),
         }
     }
 
@@ -300,7 +435,6 @@ impl Txn {
     fn write_row(
         &mut self,
         table: &Table,
-        cols: &[&ColumnInfo],
         handle: &Handle,
         values: &[Datum],
         old: Option<&[Datum]>,
@@ -319,7 +453,8 @@ impl Txn {
                 }
             }
         }
-        self.put(key.clone(), encode_value_cols(info, cols, values)?);
+        let value = table.layout.encode(info, values, &mut self.scratch)?;
+        self.put(key.clone(), value);
         for (k, v) in new_entries {
             self.put(k, v);
         }
@@ -331,13 +466,12 @@ impl Txn {
     /// overwritten (no duplicate check).
     pub fn insert(&mut self, table: &Table, values: Vec<Datum>) -> Result<Handle, TidbError> {
         self.track(table)?;
-        let cols = table.info.public_columns();
-        check_values(&table.info, &cols, &values)?;
-        let handle = match handle_of_cols(&table.info, &cols, &values)? {
+        table.layout.check(&table.info, &values)?;
+        let handle = match table.layout.handle(&table.info, &values)? {
             Some(h) => h,
             None => Handle::Int(table.alloc_row_id()),
         };
-        let key = self.write_row(table, &cols, &handle, &values, None)?;
+        let key = self.write_row(table, &handle, &values, None)?;
         self.rows.push(RowWrite {
             table_id: table.id(),
             db: table.db.clone(),
@@ -371,7 +505,7 @@ impl Txn {
             self.insert(table, values)?;
             return Ok(true);
         }
-        let key = self.write_row(table, &cols, handle, &values, Some(&old))?;
+        let key = self.write_row(table, handle, &values, Some(&old))?;
         self.rows.push(RowWrite {
             table_id: table.id(),
             db: table.db.clone(),
@@ -438,6 +572,7 @@ impl Txn {
             tables,
             buf,
             rows,
+            scratch: _,
         } = self;
         let cat = tidb.inner.catalog.read();
         for (id, info) in &tables {
@@ -457,5 +592,110 @@ impl Txn {
             commit_ts,
             rows,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mvcc::MvccStore;
+    use crate::region::{RegionConfig, RegionManager};
+    use crate::tidb::types;
+    use crate::tidb::{ColumnSpec, PrimaryKey, TableSpec};
+    use crate::tso::Tso;
+
+    fn tidb() -> Tidb {
+        let store = MvccStore::new();
+        let regions = RegionManager::new(store.clone(), &RegionConfig::default());
+        Tidb::new(store, Tso::new(), regions).unwrap()
+    }
+
+    /// The cached layout gives the same value bytes, handle and errors as the per-row
+    /// functions, for every kind of key and NULL handling, and past the inline column list.
+    #[test]
+    fn layout_matches_per_row_derivation() {
+        let t = tidb();
+        t.create_database("d").unwrap();
+        let wide: Vec<ColumnSpec> = (0..40)
+            .map(|i| ColumnSpec::new(format!("c{i}"), types::bigint()))
+            .collect();
+        let specs = [
+            TableSpec::new(
+                "int_pk",
+                vec![
+                    ColumnSpec::new("id", types::bigint()).not_null(),
+                    ColumnSpec::new("plain", types::varchar(20)),
+                    ColumnSpec::new("dflt", types::bigint()).default(Datum::Int(7)),
+                ],
+            )
+            .primary_key(PrimaryKey::IntHandle("id".into())),
+            TableSpec::new(
+                "clustered",
+                vec![
+                    ColumnSpec::new("a", types::varchar(20)).not_null(),
+                    ColumnSpec::new("b", types::varchar_ci(20)).not_null(),
+                    ColumnSpec::new("v", types::bigint()),
+                ],
+            )
+            .primary_key(PrimaryKey::Clustered(vec!["a".into(), "b".into()])),
+            TableSpec::new(
+                "rowid",
+                vec![
+                    ColumnSpec::new("x", types::bigint()),
+                    ColumnSpec::new("y", types::varchar(20)),
+                ],
+            ),
+            TableSpec::new("wide", wide),
+        ];
+        for spec in &specs {
+            t.create_table("d", spec).unwrap();
+            let table = t.table("d", &spec.name).unwrap();
+            let n = table.columns().len();
+            let rows: Vec<Vec<Datum>> = vec![
+                (0..n)
+                    .map(|i| match &table.columns()[i].field_type.tp {
+                        &tidal_model::mysql::TYPE_LONGLONG => Datum::Int(i as i64 * 1000 - 3),
+                        _ => Datum::Bytes(format!("v{i}").into_bytes()),
+                    })
+                    .collect(),
+                (0..n)
+                    .map(|i| {
+                        if table.columns()[i].is_not_null() {
+                            match &table.columns()[i].field_type.tp {
+                                &tidal_model::mysql::TYPE_LONGLONG => Datum::Int(5),
+                                _ => Datum::Bytes(b"k".to_vec()),
+                            }
+                        } else {
+                            Datum::Null
+                        }
+                    })
+                    .collect(),
+                vec![Datum::Null; n],
+                vec![Datum::Int(1); n + 1],
+            ];
+            let mut scratch = vec![9u8; 3];
+            for values in &rows {
+                let info = &table.info;
+                let cols = info.public_columns();
+                let want_check = check_values(info, &cols, values).map_err(|e| e.to_string());
+                let got_check = table.layout.check(info, values).map_err(|e| e.to_string());
+                assert_eq!(got_check, want_check, "{} {values:?}", spec.name);
+                if want_check.is_err() {
+                    continue;
+                }
+                assert_eq!(
+                    table.layout.handle(info, values).unwrap(),
+                    handle_of(info, values).unwrap(),
+                    "{}",
+                    spec.name
+                );
+                assert_eq!(
+                    table.layout.encode(info, values, &mut scratch).unwrap(),
+                    encode_value(info, values).unwrap(),
+                    "{} {values:?}",
+                    spec.name
+                );
+            }
+        }
     }
 }

@@ -133,6 +133,8 @@ pub struct Table {
     /// The schema.
     pub info: Arc<TableInfo>,
     row_id: Arc<AtomicI64>,
+    /// The row layout DML derives from `info`.
+    layout: Arc<dml::RowLayout>,
 }
 
 impl Table {
@@ -161,6 +163,7 @@ struct TableEntry {
     db_id: i64,
     info: Arc<TableInfo>,
     row_id: Arc<AtomicI64>,
+    layout: Arc<dml::RowLayout>,
 }
 
 /// The in-memory mirror of the meta keys.
@@ -218,6 +221,7 @@ impl Catalog {
             db_id: e.db_id,
             info: Arc::clone(&e.info),
             row_id: Arc::clone(&e.row_id),
+            layout: Arc::clone(&e.layout),
         })
     }
 
@@ -257,6 +261,7 @@ impl Catalog {
             info.id,
             TableEntry {
                 db_id,
+                layout: Arc::new(dml::RowLayout::new(&info)),
                 info: Arc::new(info),
                 row_id,
             },
