@@ -64,7 +64,7 @@
 use std::collections::{BTreeMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use timely::container::CapacityContainerBuilder;
@@ -88,8 +88,15 @@ use crate::txn::{SpanBuffer, TxnDecoder};
 
 /// Feed events taken from one subscription per activation before yielding.
 const EVENTS_PER_ACTIVATION: usize = 256;
-/// How often span diagnostics are copied to the handle.
+/// How often span diagnostics are copied to the handle (at least; see [`diagnostics_every`]).
 const DIAGNOSTICS_EVERY: Duration = Duration::from_millis(250);
+/// A step that only moved resolved timestamps (no rows pulled or sent) and took longer than
+/// this is followed by a pause (see [`TableSource::step`]).
+const BOOKKEEPING_STEP: Duration = Duration::from_micros(200);
+/// The pause after such a step is this many times the step's duration...
+const BOOKKEEPING_PAUSE_FACTOR: u32 = 4;
+/// ... and at most this long.
+const BOOKKEEPING_PAUSE_MAX: Duration = Duration::from_millis(50);
 /// Smallest in-memory share of a worker's span buffers and smallest read-back chunk.
 const MIN_SHARE: usize = 64 << 10;
 /// Numbers the spill directories of this process, so that two changefeeds (or two runs of
@@ -103,6 +110,29 @@ fn notifier(sync: SyncActivator) -> Arc<dyn Fn() + Send + Sync> {
     Arc::new(move || {
         let _ = sync.activate();
     })
+}
+
+/// A notifier shared by many subscriptions: only the first notification after the operator
+/// cleared `pending` activates it, so a burst of resolved ts over many spans costs one
+/// cross-thread activation (and one worker unpark), not one per span.
+fn coalescing_notifier(
+    sync: SyncActivator,
+    pending: Arc<AtomicBool>,
+) -> Arc<dyn Fn() + Send + Sync> {
+    Arc::new(move || {
+        if !pending.swap(true, Ordering::AcqRel) {
+            let _ = sync.activate();
+        }
+    })
+}
+
+/// How often the diagnostics of `spans` spans are refreshed: every [`DIAGNOSTICS_EVERY`], and
+/// no more often than every 10 µs × spans (1 s for 100 000 spans), so that many idle spans do
+/// not spend their worker's time on a report read by humans.
+fn diagnostics_every(spans: usize) -> Duration {
+    let per_span =
+        Duration::from_micros(10).saturating_mul(u32::try_from(spans).unwrap_or(u32::MAX));
+    DIAGNOSTICS_EVERY.max(per_span)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -344,15 +374,17 @@ pub(crate) fn table_source<'s>(
         move |cap, info| {
             let sync = scope.worker().sync_activator_for(info.address.to_vec());
             let activator = scope.activator_for(info.address.clone());
+            let pending = Arc::new(AtomicBool::new(false));
             let mut src = TableSource::new(
                 ctx,
                 scope.index(),
                 scope.peers(),
                 cap,
-                notifier(sync),
+                coalescing_notifier(sync, Arc::clone(&pending)),
                 activator,
                 checkpoint_probe,
             );
+            src.notify_pending = pending;
             let mut msgs: Vec<DdlMsg> = Vec::new();
             move |(input, frontier), output| {
                 input.for_each(|_cap, data| msgs.append(data));
@@ -382,6 +414,12 @@ struct TableSource {
     flow: Flow,
     /// Where the next pull starts (rotates over the spans).
     pull_from: usize,
+    /// Set by the subscriptions' notifier, cleared when a step starts pulling.
+    notify_pending: Arc<AtomicBool>,
+    /// Rows pulled from the subscriptions during the current step.
+    pulled_rows: usize,
+    /// Bookkeeping-only steps do not run again before this instant.
+    pause_until: Option<Instant>,
 }
 
 /// The source's flow-control state (see the module docs).
@@ -500,6 +538,9 @@ impl TableSource {
             lost_tables: HashSet::new(),
             flow,
             pull_from: 0,
+            notify_pending: Arc::new(AtomicBool::new(false)),
+            pulled_rows: 0,
+            pause_until: None,
         };
         s.reconcile(start);
         s.publish_spans();
@@ -660,6 +701,7 @@ impl TableSource {
                 taken += 1;
                 match ev {
                     FeedEvent::Rows(rows) => {
+                        self.pulled_rows = self.pulled_rows.saturating_add(rows.len());
                         let before = slot.buffer.bytes();
                         for r in rows {
                             if r.commit_ts > slot.released {
@@ -688,18 +730,49 @@ impl TableSource {
         more
     }
 
+    /// One activation. Most of a step's work is proportional to the spans the worker hosts,
+    /// while what wakes it is usually one subscription's resolved ts. With many spans (100 000
+    /// idle tables) the worker would spend a core re-scanning every span for each wake-up; so
+    /// a step that moved only resolved timestamps (no row pulled or sent, no DDL) and took
+    /// longer than [`BOOKKEEPING_STEP`] is followed by a pause of a few times its duration
+    /// (at most [`BOOKKEEPING_PAUSE_MAX`]) in which wake-ups only schedule the next step. Rows
+    /// wait at most that pause; small changefeeds never pause.
     fn step(
         &mut self,
         msgs: &mut Vec<DdlMsg>,
         ddl_frontier: Option<u64>,
         output: &mut TxnOutput<'_>,
     ) {
+        let had_ddl = !msgs.is_empty();
         for m in msgs.drain(..) {
             self.ddls.insert((m.commit_ts, m.job.0.id), m);
         }
         if self.cap.is_none() || self.failed || self.ctx.shared.has_failed() {
             return;
         }
+        let began = Instant::now();
+        if let Some(until) = self.pause_until {
+            if began < until && !had_ddl {
+                self.activator.activate_after(until - began);
+                return;
+            }
+            self.pause_until = None;
+        }
+        self.notify_pending.store(false, Ordering::Release);
+        self.pulled_rows = 0;
+        let emitted_before = self.ctx.shared.stats.rows_emitted.load(Ordering::Relaxed);
+        self.step_inner(ddl_frontier, output);
+        let took = began.elapsed();
+        let emitted = self.ctx.shared.stats.rows_emitted.load(Ordering::Relaxed) != emitted_before;
+        if took > BOOKKEEPING_STEP && self.pulled_rows == 0 && !emitted && !had_ddl {
+            let pause = took
+                .saturating_mul(BOOKKEEPING_PAUSE_FACTOR)
+                .min(BOOKKEEPING_PAUSE_MAX);
+            self.pause_until = Some(Instant::now() + pause);
+        }
+    }
+
+    fn step_inner(&mut self, ddl_frontier: Option<u64>, output: &mut TxnOutput<'_>) {
         // The schema is complete for every ts below the DDL frontier.
         let ddl_bound = match ddl_frontier {
             Some(f) => Ts(f.saturating_sub(1)),
@@ -969,7 +1042,7 @@ impl TableSource {
             let mut map = shared.spans.lock();
             map.retain(|id, p| p.worker != self.index || self.spans.contains_key(id));
         }
-        if self.last_diag.elapsed() < DIAGNOSTICS_EVERY {
+        if self.last_diag.elapsed() < diagnostics_every(self.spans.len()) {
             return;
         }
         self.last_diag = Instant::now();
@@ -997,5 +1070,18 @@ fn spill_error(table_id: i64, e: SpillError) -> ChangefeedError {
     ChangefeedError::Feed {
         table_id,
         detail: format!("spilling rows to disk: {e}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn diagnostics_refresh_slows_down_with_many_spans() {
+        assert_eq!(diagnostics_every(0), DIAGNOSTICS_EVERY);
+        assert_eq!(diagnostics_every(10_000), DIAGNOSTICS_EVERY);
+        assert_eq!(diagnostics_every(25_000), Duration::from_millis(250));
+        assert_eq!(diagnostics_every(100_000), Duration::from_secs(1));
     }
 }

@@ -292,7 +292,10 @@ async fn wait_ready(
                 opts.timeout
             )));
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        // Reading every span's progress clones it: poll less often with many spans.
+        let pause =
+            Duration::from_micros(10).saturating_mul(u32::try_from(tables).unwrap_or(u32::MAX));
+        tokio::time::sleep(pause.max(Duration::from_millis(100))).await;
     }
 }
 

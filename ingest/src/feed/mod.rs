@@ -232,7 +232,15 @@ pub(crate) struct Shared {
     tls: Option<ClientTlsConfig>,
     handle: Option<tokio::runtime::Handle>,
     me: Weak<Shared>,
+    /// Bounds the PD region scans in flight (see [`MAX_CONCURRENT_SCANS`]).
+    scans: tokio::sync::Semaphore,
 }
+
+/// Region scans the feed sends to PD at once. Subscribing 100 000 spans starts 100 000
+/// look-ups together; unbounded, each holds a request and its encode buffer in flight, PD
+/// answers them all late and the client's timeouts reset streams. Queued look-ups cost only
+/// their waiting task.
+pub const MAX_CONCURRENT_SCANS: usize = 32;
 
 impl std::fmt::Debug for Shared {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -281,6 +289,7 @@ impl RegionFeed {
             tls,
             handle: tokio::runtime::Handle::try_current().ok(),
             me: me.clone(),
+            scans: tokio::sync::Semaphore::new(MAX_CONCURRENT_SCANS),
             cfg,
         });
         RegionFeed { shared }
@@ -473,7 +482,12 @@ async fn resplit(shared: &Arc<Shared>, sub: &Arc<SubState>, range: RangeId, atte
         return;
     };
     let next_delay = shared.cfg.backoff.delay(attempts, Duration::ZERO);
-    let regions = match shared.pd.scan_regions(&start, &end, 0).await {
+    let scanned = {
+        // Never closed, so the permit is always granted.
+        let _permit = shared.scans.acquire().await.ok();
+        shared.pd.scan_regions(&start, &end, 0).await
+    };
+    let regions = match scanned {
         Ok(r) => r,
         Err(e) => {
             shared.resplit_later(
