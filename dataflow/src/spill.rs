@@ -38,6 +38,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use tidal_model::change::RawOp;
+use tidal_model::crc32::crc32;
 use tidal_model::{RawKvChange, Ts};
 
 /// A segment file is closed and a new one started once it holds this many bytes.
@@ -76,37 +77,6 @@ pub enum SpillError {
 // ---------------------------------------------------------------------------------------------
 // Encoding
 // ---------------------------------------------------------------------------------------------
-
-const fn crc_table() -> [u32; 256] {
-    let mut table = [0u32; 256];
-    let mut i = 0;
-    while i < 256 {
-        let mut c = i as u32;
-        let mut k = 0;
-        while k < 8 {
-            c = if c & 1 != 0 {
-                0xEDB8_8320 ^ (c >> 1)
-            } else {
-                c >> 1
-            };
-            k += 1;
-        }
-        table[i] = c;
-        i += 1;
-    }
-    table
-}
-
-static CRC_TABLE: [u32; 256] = crc_table();
-
-/// CRC-32 (IEEE 802.3, the zlib polynomial) of `bytes`.
-pub fn crc32(bytes: &[u8]) -> u32 {
-    let mut c = !0u32;
-    for b in bytes {
-        c = CRC_TABLE[((c ^ u32::from(*b)) & 0xFF) as usize] ^ (c >> 8);
-    }
-    !c
-}
 
 /// Bytes [`encode_record`] appends for `row`.
 pub fn encoded_len(row: &RawKvChange) -> usize {
@@ -677,12 +647,6 @@ mod tests {
             encode_record(r, &mut out).unwrap();
         }
         out
-    }
-
-    #[test]
-    fn crc_matches_the_standard_check_value() {
-        assert_eq!(crc32(b"123456789"), 0xCBF4_3926);
-        assert_eq!(crc32(b""), 0);
     }
 
     #[test]

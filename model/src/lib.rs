@@ -12,6 +12,7 @@
 
 pub mod change;
 pub mod codec;
+pub mod crc32;
 pub mod datum;
 pub mod ddl;
 pub mod decimal;

@@ -43,11 +43,11 @@ use futures::StreamExt;
 use futures::channel::mpsc;
 use parking_lot::Mutex;
 
-use super::crc32::crc32;
 use super::store::{
     EventKind, KeyValue, Lease, LeaseId, MetaError, MetaStore, Op, OpResponse, Revision, Txn,
     TxnResult, WatchEvent, WatchStream,
 };
+use tidal_model::crc32::crc32;
 
 const WAL_FILE: &str = "wal";
 const SNAPSHOT_FILE: &str = "snapshot";

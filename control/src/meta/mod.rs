@@ -11,7 +11,6 @@
 //! [`changefeed`], and the [`epoch`] rules that fence a stale owner out of every write.
 
 pub mod changefeed;
-mod crc32;
 pub mod embedded;
 pub mod epoch;
 pub mod etcd;

@@ -1,7 +1,8 @@
-//! CRC-32 (IEEE 802.3, reflected polynomial 0xEDB88320) for the embedded store's log frames.
+//! CRC-32 (IEEE 802.3, reflected polynomial 0xEDB88320, as zlib) for Tidal's own on-disk
+//! records: the embedded metadata store's log frames and the dataflow's spill files.
 //!
-//! Written here rather than pulled in as a dependency: it is a dozen lines, and the log format
-//! only needs to detect torn or flipped bytes, not to be fast.
+//! Written here rather than pulled in as a dependency: it is a dozen lines, and those formats
+//! only need to detect torn or flipped bytes, not to be fast.
 
 const TABLE: [u32; 256] = build_table();
 
@@ -26,7 +27,7 @@ const fn build_table() -> [u32; 256] {
 }
 
 /// CRC-32 of `data`.
-pub(crate) fn crc32(data: &[u8]) -> u32 {
+pub fn crc32(data: &[u8]) -> u32 {
     let mut c = 0xFFFF_FFFFu32;
     for &b in data {
         c = TABLE[((c ^ u32::from(b)) & 0xFF) as usize] ^ (c >> 8);
