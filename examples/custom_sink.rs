@@ -19,7 +19,6 @@ use futures::FutureExt;
 use futures::future::BoxFuture;
 use tidal::model::{Datum, DdlEvent, Handle, RowChangeKind, Ts};
 use tidal::pipeline::Pipeline;
-use tidal::sim::cdc::CdcConfig;
 use tidal::sim::cluster::{SimCluster, SimConfig};
 use tidal::sim::tidb::{ColumnSpec, PrimaryKey, TableSpec, Tidb, types};
 use tidal::sinks::{FlushReport, Sink, SinkError, TableDef, TxnBatch};
@@ -162,19 +161,9 @@ fn delete(
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let cluster = SimCluster::start(SimConfig {
-        cdc: CdcConfig {
-            min_ts_interval: Duration::from_millis(100),
-            ..CdcConfig::default()
-        },
-        ..SimConfig::default()
-    })
-    .await?;
-    let tidb = Tidb::new(
-        cluster.store().clone(),
-        cluster.tso().clone(),
-        cluster.regions().clone(),
-    )?;
+    let cluster =
+        SimCluster::start(SimConfig::with_min_ts_interval(Duration::from_millis(100))).await?;
+    let tidb = cluster.tidb()?;
     tidb.create_database("shop")?;
     tidb.create_table("shop", &table("orders"))?;
     tidb.create_table("shop", &table("users"))?;

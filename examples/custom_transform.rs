@@ -19,7 +19,6 @@ use tidal::dataflow::timely::dataflow::operators::Inspect;
 use tidal::dataflow::timely::dataflow::operators::vec::{Filter, Map};
 use tidal::model::{Datum, Handle, RowChangeKind, Ts};
 use tidal::pipeline::{Pipeline, TxnItem};
-use tidal::sim::cdc::CdcConfig;
 use tidal::sim::cluster::{SimCluster, SimConfig};
 use tidal::sim::tidb::{ColumnSpec, PrimaryKey, TableSpec, Tidb, types};
 
@@ -119,19 +118,9 @@ fn write_users(tidb: &Tidb) -> Result<Ts, Box<dyn std::error::Error>> {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let cluster = SimCluster::start(SimConfig {
-        cdc: CdcConfig {
-            min_ts_interval: Duration::from_millis(100),
-            ..CdcConfig::default()
-        },
-        ..SimConfig::default()
-    })
-    .await?;
-    let tidb = Tidb::new(
-        cluster.store().clone(),
-        cluster.tso().clone(),
-        cluster.regions().clone(),
-    )?;
+    let cluster =
+        SimCluster::start(SimConfig::with_min_ts_interval(Duration::from_millis(100))).await?;
+    let tidb = cluster.tidb()?;
     tidb.create_database("shop")?;
     tidb.create_table("shop", &users_table())?;
 

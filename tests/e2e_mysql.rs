@@ -22,7 +22,6 @@ use tidal_dataflow::{ChangefeedHandle, ChangefeedSpec, RunConfig, Watermarks, st
 use tidal_ingest::pd::{PdClient, PdConfig};
 use tidal_ingest::schema::TableFilter;
 use tidal_model::Ts;
-use tidal_sim::cdc::CdcConfig;
 use tidal_sim::cluster::{SimCluster, SimConfig};
 use tidal_sim::export::snapshot_tables;
 use tidal_sim::tidb::Tidb;
@@ -134,22 +133,11 @@ async fn workloads_replicate_to_mariadb_equal_at_checkpoint() {
         return;
     };
     let t0 = Instant::now();
-    let cfg = SimConfig {
-        cdc: CdcConfig {
-            min_ts_interval: Duration::from_millis(100),
-            ..CdcConfig::default()
-        },
-        ..SimConfig::default()
-    };
+    let cfg = SimConfig::with_min_ts_interval(Duration::from_millis(100));
     let cluster = within("sim start", 30, SimCluster::start(cfg))
         .await
         .expect("sim cluster starts");
-    let tidb = Tidb::new(
-        cluster.store().clone(),
-        cluster.tso().clone(),
-        cluster.regions().clone(),
-    )
-    .expect("tidb layer");
+    let tidb = cluster.tidb().expect("tidb layer");
     let pd = Arc::new(
         within(
             "PD connect",

@@ -18,7 +18,6 @@ use sqlx::{AssertSqlSafe, MySqlPool};
 use tidal::verify::{Downstream, VerifyOptions, verify};
 use tidal_control::server::{Server, ServerConfig};
 use tidal_model::{Datum, Handle};
-use tidal_sim::cdc::CdcConfig;
 use tidal_sim::cluster::{SimCluster, SimConfig};
 use tidal_sim::pd::GC_WORKER_SERVICE_ID;
 use tidal_sim::tidb::{ColumnSpec, PrimaryKey, TableSpec, Tidb, types};
@@ -85,22 +84,11 @@ async fn unchecked_start_below_service_safe_point_replicates_rows_and_schema() {
     let sim = within(
         "sim start",
         30,
-        SimCluster::start(SimConfig {
-            cdc: CdcConfig {
-                min_ts_interval: Duration::from_millis(50),
-                ..CdcConfig::default()
-            },
-            ..SimConfig::default()
-        }),
+        SimCluster::start(SimConfig::with_min_ts_interval(Duration::from_millis(50))),
     )
     .await
     .expect("sim");
-    let tidb = Tidb::new(
-        sim.store().clone(),
-        sim.tso().clone(),
-        sim.regions().clone(),
-    )
-    .expect("tidb");
+    let tidb = sim.tidb().expect("tidb");
 
     // History before the physical GC safe point: created, filled, updated.
     tidb.create_database(&db).expect("create db");

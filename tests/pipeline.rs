@@ -10,7 +10,6 @@ use tidal::dataflow::timely::dataflow::operators::vec::{Filter, Map};
 use tidal::model::ddl::ActionType;
 use tidal::model::{Datum, DdlEvent, Handle, RowChangeKind, Ts};
 use tidal::pipeline::{ChangefeedHandle, Pipeline, PipelineError, TxnItem};
-use tidal::sim::cdc::CdcConfig;
 use tidal::sim::cluster::{SimCluster, SimConfig};
 use tidal::sim::tidb::{ColumnSpec, CommitInfo, PrimaryKey, TableSpec, Tidb, types};
 use tidal::sinks::{FlushReport, Sink, SinkError, SinkTxn, TableDef, TxnBatch};
@@ -98,20 +97,9 @@ struct Env {
 }
 
 async fn env() -> Env {
-    let cfg = SimConfig {
-        cdc: CdcConfig {
-            min_ts_interval: Duration::from_millis(50),
-            ..CdcConfig::default()
-        },
-        ..SimConfig::default()
-    };
+    let cfg = SimConfig::with_min_ts_interval(Duration::from_millis(50));
     let cluster = SimCluster::start(cfg).await.unwrap();
-    let tidb = Tidb::new(
-        cluster.store().clone(),
-        cluster.tso().clone(),
-        cluster.regions().clone(),
-    )
-    .unwrap();
+    let tidb = cluster.tidb().unwrap();
     tidb.create_database("app").unwrap();
     for t in ["t", "skip"] {
         tidb.create_table("app", &table_spec(t)).unwrap();

@@ -27,7 +27,6 @@ use sqlx::{AssertSqlSafe, MySqlPool};
 use tidal::verify::{Downstream, VerifyOptions, verify};
 use tidal_ingest::pd::{PdClient, PdConfig};
 use tidal_model::Ts;
-use tidal_sim::cdc::CdcConfig;
 use tidal_sim::cluster::{SimCluster, SimConfig};
 use tidal_sim::tidb::Tidb;
 use tidal_sim::workload::{
@@ -345,22 +344,11 @@ async fn a_killed_process_is_replaced_and_rejoins() {
     let t0 = Instant::now();
     let tag = run_tag();
     let dir = TempDir::new(&tag);
-    let cfg = SimConfig {
-        cdc: CdcConfig {
-            min_ts_interval: Duration::from_millis(100),
-            ..CdcConfig::default()
-        },
-        ..SimConfig::default()
-    };
+    let cfg = SimConfig::with_min_ts_interval(Duration::from_millis(100));
     let cluster = within("sim start", 30, SimCluster::start(cfg))
         .await
         .expect("sim");
-    let tidb = Tidb::new(
-        cluster.store().clone(),
-        cluster.tso().clone(),
-        cluster.regions().clone(),
-    )
-    .expect("tidb layer");
+    let tidb = cluster.tidb().expect("tidb layer");
     let pd_endpoints = cluster.pd_endpoints();
     let pd = within(
         "PD connect",

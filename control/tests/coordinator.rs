@@ -25,7 +25,6 @@ use tidal_control::service::{
 use tidal_ingest::pd::{PdClient, PdConfig};
 use tidal_model::Datum;
 use tidal_model::tablecodec::Handle;
-use tidal_sim::cdc::CdcConfig;
 use tidal_sim::cluster::{SimCluster, SimConfig};
 use tidal_sim::tidb::Tidb;
 use tidal_sinks::encode::reader::RowOp;
@@ -85,22 +84,11 @@ fn fast_config(capture: &str) -> CoordinatorConfig {
 }
 
 async fn env_with(store: Option<(Arc<dyn MetaStore>, KeyLayout)>) -> Env {
-    let cfg = SimConfig {
-        cdc: CdcConfig {
-            min_ts_interval: Duration::from_millis(50),
-            ..CdcConfig::default()
-        },
-        ..SimConfig::default()
-    };
+    let cfg = SimConfig::with_min_ts_interval(Duration::from_millis(50));
     let sim = within(20, "sim", SimCluster::start(cfg))
         .await
         .expect("sim");
-    let tidb = Tidb::new(
-        sim.store().clone(),
-        sim.tso().clone(),
-        sim.regions().clone(),
-    )
-    .expect("tidb");
+    let tidb = sim.tidb().expect("tidb");
     tidb.create_database("test").expect("db");
     tidb.create_table("test", &table_spec("t1")).expect("t1");
     let pd = within(

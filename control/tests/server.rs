@@ -18,7 +18,6 @@ use tidal_control::meta::{ChangefeedRef, KeyLayout, MetaStore, load_changefeed};
 use tidal_control::server::{Server, ServerConfig};
 use tidal_model::Datum;
 use tidal_model::tablecodec::Handle;
-use tidal_sim::cdc::CdcConfig;
 use tidal_sim::cluster::{SimCluster, SimConfig};
 use tidal_sim::tidb::Tidb;
 use tidal_sinks::encode::reader::RowOp;
@@ -38,22 +37,11 @@ struct Upstream {
 }
 
 async fn upstream() -> Upstream {
-    let cfg = SimConfig {
-        cdc: CdcConfig {
-            min_ts_interval: Duration::from_millis(50),
-            ..CdcConfig::default()
-        },
-        ..SimConfig::default()
-    };
+    let cfg = SimConfig::with_min_ts_interval(Duration::from_millis(50));
     let sim = within(20, "sim start", SimCluster::start(cfg))
         .await
         .expect("sim");
-    let tidb = Tidb::new(
-        sim.store().clone(),
-        sim.tso().clone(),
-        sim.regions().clone(),
-    )
-    .expect("tidb");
+    let tidb = sim.tidb().expect("tidb");
     tidb.create_database("test").expect("create db");
     tidb.create_table("test", &table_spec("t1"))
         .expect("create table");

@@ -16,7 +16,6 @@ use serde_json::{Value, json};
 use tidal_control::api::synced::{INFO_FINISHED, INFO_NOT_FINISHED};
 use tidal_control::server::{Server, ServerConfig};
 use tidal_model::{Datum, Ts};
-use tidal_sim::cdc::CdcConfig;
 use tidal_sim::cluster::{SimCluster, SimConfig};
 use tidal_sim::tidb::{ColumnSpec, CommitInfo, PrimaryKey, TableSpec, Tidb, types};
 
@@ -177,22 +176,11 @@ async fn scenario() {
     let sim = within(
         20,
         "sim start",
-        SimCluster::start(SimConfig {
-            cdc: CdcConfig {
-                min_ts_interval: Duration::from_millis(100),
-                ..CdcConfig::default()
-            },
-            ..SimConfig::default()
-        }),
+        SimCluster::start(SimConfig::with_min_ts_interval(Duration::from_millis(100))),
     )
     .await
     .expect("sim");
-    let tidb = Tidb::new(
-        sim.store().clone(),
-        sim.tso().clone(),
-        sim.regions().clone(),
-    )
-    .expect("tidb");
+    let tidb = sim.tidb().expect("tidb");
     tidb.create_database("test").expect("create db");
     tidb.create_table("test", &table_spec())
         .expect("create table");

@@ -34,12 +34,7 @@ struct Env {
 
 async fn env() -> Env {
     let cluster = SimCluster::start(SimConfig::default()).await.unwrap();
-    let tidb = Tidb::new(
-        cluster.store().clone(),
-        cluster.tso().clone(),
-        cluster.regions().clone(),
-    )
-    .unwrap();
+    let tidb = cluster.tidb().unwrap();
     let pd = within(10, PdClient::connect(PdConfig::new(cluster.pd_endpoints())))
         .await
         .unwrap();

@@ -257,12 +257,7 @@ fn main() {
     let cluster = sim_rt
         .block_on(SimCluster::start(SimConfig::default()))
         .expect("cluster");
-    let tidb = Tidb::new(
-        cluster.store().clone(),
-        cluster.tso().clone(),
-        cluster.regions().clone(),
-    )
-    .expect("tidb");
+    let tidb = cluster.tidb().expect("tidb");
     tidb.create_database("sim_feed").expect("database");
     let pad_len = o.row_width.saturating_sub(FIXED_ROW_BYTES).max(1);
     let tables: Vec<Table> = (0..o.tables)

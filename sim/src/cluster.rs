@@ -62,6 +62,20 @@ impl Default for SimConfig {
     }
 }
 
+impl SimConfig {
+    /// The default cluster with regions advancing their resolved ts every `interval` (tests
+    /// and demos use ~100 ms to see progress quickly).
+    pub fn with_min_ts_interval(interval: Duration) -> Self {
+        Self {
+            cdc: CdcConfig {
+                min_ts_interval: interval,
+                ..CdcConfig::default()
+            },
+            ..Self::default()
+        }
+    }
+}
+
 /// Why the cluster could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum SimError {
@@ -223,6 +237,11 @@ impl SimCluster {
             .first()
             .copied()
             .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0)))
+    }
+
+    /// A TiDB layer writing into this cluster (bootstraps the schema meta keys if missing).
+    pub fn tidb(&self) -> Result<crate::tidb::Tidb, crate::tidb::TidbError> {
+        crate::tidb::Tidb::new(self.store.clone(), self.tso.clone(), self.regions.clone())
     }
 
     /// Client URLs of every PD endpoint (`http://host:port`), as `GetMembers` reports them.

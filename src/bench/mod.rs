@@ -32,7 +32,6 @@ use serde::Serialize;
 use tidal_dataflow::{ChangefeedSpec, RunConfig, start_changefeed};
 use tidal_ingest::pd::{PdClient, PdConfig};
 use tidal_model::Ts;
-use tidal_sim::cdc::CdcConfig;
 use tidal_sim::cluster::{SimCluster, SimConfig};
 use tidal_sim::tidb::Tidb;
 use tidal_sinks::uri::mask_password;
@@ -254,22 +253,13 @@ struct Upstream {
 }
 
 async fn upstream(opts: &BenchOptions) -> Result<Upstream, BenchError> {
-    let cfg = SimConfig {
-        cdc: CdcConfig {
-            min_ts_interval: opts.min_ts_interval,
-            ..CdcConfig::default()
-        },
-        ..SimConfig::default()
-    };
+    let cfg = SimConfig::with_min_ts_interval(opts.min_ts_interval);
     let cluster = SimCluster::start(cfg)
         .await
         .map_err(|e| BenchError::Cluster(e.to_string()))?;
-    let tidb = Tidb::new(
-        cluster.store().clone(),
-        cluster.tso().clone(),
-        cluster.regions().clone(),
-    )
-    .map_err(|e| BenchError::Cluster(e.to_string()))?;
+    let tidb = cluster
+        .tidb()
+        .map_err(|e| BenchError::Cluster(e.to_string()))?;
     let pd = tokio::time::timeout(
         Duration::from_secs(10),
         PdClient::connect(PdConfig::new(cluster.pd_endpoints())),

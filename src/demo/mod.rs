@@ -23,7 +23,6 @@ use tidal_control::meta::ChangefeedRef;
 use tidal_control::server::{Server, ServerConfig, ServerError};
 use tidal_control::service::{CreateRequest, ServiceError, replica_config_from_api};
 use tidal_model::Ts;
-use tidal_sim::cdc::CdcConfig;
 use tidal_sim::cluster::{SimCluster, SimConfig};
 use tidal_sim::tidb::Tidb;
 use tidal_sim::workload::{
@@ -183,13 +182,7 @@ pub async fn run_demo_until(
     let downstream = downstream_of(&sink_uri)?;
 
     // Upstream.
-    let sim_cfg = SimConfig {
-        cdc: CdcConfig {
-            min_ts_interval: Duration::from_millis(200),
-            ..CdcConfig::default()
-        },
-        ..SimConfig::default()
-    };
+    let sim_cfg = SimConfig::with_min_ts_interval(Duration::from_millis(200));
     let cluster = SimCluster::start(sim_cfg)
         .await
         .map_err(|e| DemoError::Cluster(e.to_string()))?;

@@ -24,7 +24,6 @@ use sqlx::{AssertSqlSafe, MySqlPool};
 use tidal::verify::{Downstream, VerifyOptions, VerifyReport, verify};
 use tidal_control::server::{Server, ServerConfig};
 use tidal_model::Ts;
-use tidal_sim::cdc::CdcConfig;
 use tidal_sim::cluster::{SimCluster, SimConfig};
 use tidal_sim::tidb::Tidb;
 use tidal_sim::workload::{
@@ -102,22 +101,11 @@ impl Upstream {
     /// (2 tables × 50 accounts) and sysbench (2 tables × 200 rows) tables in databases named
     /// after `tag`.
     pub async fn start(tag: &str) -> Upstream {
-        let cfg = SimConfig {
-            cdc: CdcConfig {
-                min_ts_interval: Duration::from_millis(100),
-                ..CdcConfig::default()
-            },
-            ..SimConfig::default()
-        };
+        let cfg = SimConfig::with_min_ts_interval(Duration::from_millis(100));
         let cluster = within("sim start", 30, SimCluster::start(cfg))
             .await
             .expect("sim cluster starts");
-        let tidb = Tidb::new(
-            cluster.store().clone(),
-            cluster.tso().clone(),
-            cluster.regions().clone(),
-        )
-        .expect("tidb layer");
+        let tidb = cluster.tidb().expect("tidb layer");
         let start_ts = cluster.tso().next();
         let bank = BankConfig {
             seed: 7,

@@ -15,7 +15,6 @@ use tidal_dataflow::{ChangefeedHandle, ChangefeedSpec, RunConfig, Watermarks, st
 use tidal_ingest::pd::{PdClient, PdConfig};
 use tidal_model::tablecodec::Handle;
 use tidal_model::{Datum, DdlEvent, RowChangeKind, Ts};
-use tidal_sim::cdc::CdcConfig;
 use tidal_sim::cluster::{SimCluster, SimConfig};
 use tidal_sim::tidb::{ColumnSpec, CommitInfo, PrimaryKey, TableSpec, Tidb, types};
 use tidal_sinks::{FlushReport, Sink, SinkError, SinkTxn, TableDef, TxnBatch};
@@ -33,20 +32,9 @@ pub struct Env {
 }
 
 pub async fn env() -> Env {
-    let cfg = SimConfig {
-        cdc: CdcConfig {
-            min_ts_interval: Duration::from_millis(50),
-            ..CdcConfig::default()
-        },
-        ..SimConfig::default()
-    };
+    let cfg = SimConfig::with_min_ts_interval(Duration::from_millis(50));
     let cluster = SimCluster::start(cfg).await.unwrap();
-    let tidb = Tidb::new(
-        cluster.store().clone(),
-        cluster.tso().clone(),
-        cluster.regions().clone(),
-    )
-    .unwrap();
+    let tidb = cluster.tidb().unwrap();
     let pd = within(10, PdClient::connect(PdConfig::new(cluster.pd_endpoints())))
         .await
         .unwrap();
