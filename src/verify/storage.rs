@@ -17,6 +17,10 @@
 //! * A TRUNCATE, or a CREATE that reuses a dropped table's name, empties the table: the schema
 //!   file of that table version records the DDL's type, and rows committed at or before it (or
 //!   in older version directories) are discarded.
+//! * A RENAME moves a table: its rows before the rename sit under the old name, so a table whose
+//!   latest such DDL is a RENAME starts from the old name's state at the rename's commit ts
+//!   (followed through chains of renames), and what was under the new name before belonged to
+//!   a dropped table of that name.
 //!
 //! Csv options are not recorded in the directory: `include-commit-ts` and `output-old-value`
 //! are detected by trying the four combinations, most informative first.
@@ -99,8 +103,48 @@ impl StorageDownstream {
     pub(crate) fn rows(&self, db: &str, table: &str, cols: &Columns, ts: u64) -> Vec<Vec<Cell>> {
         let mut keyed: BTreeMap<Vec<Cell>, Vec<Cell>> = BTreeMap::new();
         let mut keyless: BTreeMap<Vec<Cell>, usize> = BTreeMap::new();
-        let mut earlier_files_max: Option<u64> = None;
+        self.replay(db, table, cols, ts, 0, &mut keyed, &mut keyless);
+        if cols.key.is_some() {
+            keyed.into_values().collect()
+        } else {
+            keyless
+                .into_iter()
+                .flat_map(|(row, n)| std::iter::repeat_n(row, n))
+                .collect()
+        }
+    }
+
+    /// Replays `db`.`table` up to `ts` into the maps, starting from the table it was renamed
+    /// from when its latest reset is a RENAME (`depth` bounds a chain of renames).
+    #[allow(clippy::too_many_arguments)]
+    fn replay(
+        &self,
+        db: &str,
+        table: &str,
+        cols: &Columns,
+        ts: u64,
+        depth: usize,
+        keyed: &mut BTreeMap<Vec<Cell>, Vec<Cell>>,
+        keyless: &mut BTreeMap<Vec<Cell>, usize>,
+    ) {
+        const MAX_RENAME_CHAIN: usize = 64;
         let reset = self.last_reset(db, table, ts);
+        if let Some(r) = &reset
+            && depth < MAX_RENAME_CHAIN
+            && let Some((old_db, old_table)) = r.renamed_from(db, table)
+        {
+            self.replay(
+                &old_db,
+                &old_table,
+                cols,
+                r.version,
+                depth + 1,
+                keyed,
+                keyless,
+            );
+        }
+        let reset = reset.map(|r| r.version);
+        let mut earlier_files_max: Option<u64> = None;
         for file in self
             .content
             .data_files
@@ -108,7 +152,8 @@ impl StorageDownstream {
             .filter(|f| f.schema == db && f.table == table)
         {
             if reset.is_some_and(|r| file.version < r) {
-                // Written before the table was truncated or re-created: gone upstream.
+                // Written before the table was truncated, re-created or renamed into this
+                // name: gone upstream (or replayed from the old name above).
                 continue;
             }
             let mut this_file_max: Option<u64> = None;
@@ -122,33 +167,36 @@ impl StorageDownstream {
                     }
                     this_file_max = this_file_max.max(Some(cts));
                 }
-                self.apply(r, cols, &mut keyed, &mut keyless);
+                self.apply(r, cols, keyed, keyless);
             }
             earlier_files_max = earlier_files_max.max(this_file_max);
         }
-        if cols.key.is_some() {
-            keyed.into_values().collect()
-        } else {
-            keyless
-                .into_iter()
-                .flat_map(|(row, n)| std::iter::repeat_n(row, n))
-                .collect()
-        }
     }
 
-    /// The commit ts of the latest DDL at or below `ts` that emptied `db`.`table` (TRUNCATE, or
-    /// CREATE of a table whose name was used before), from the schema files the sink wrote.
-    fn last_reset(&self, db: &str, table: &str, ts: u64) -> Option<u64> {
+    /// The latest DDL at or below `ts` that started `db`.`table` afresh (TRUNCATE, CREATE of a
+    /// table whose name was used before, RENAME into this name), from the schema files the sink
+    /// wrote.
+    fn last_reset(&self, db: &str, table: &str, ts: u64) -> Option<Reset> {
         const CREATE_TABLE: u8 = 3;
         const TRUNCATE_TABLE: u8 = 11;
+        const RENAME_TABLE: u8 = 14;
+        const RENAME_TABLES: u8 = 56;
         self.content
             .schema_files
             .iter()
             .map(|f| &f.file)
             .filter(|f| f.schema == db && f.table == table && f.table_version <= ts)
-            .filter(|f| f.action == TRUNCATE_TABLE || f.action == CREATE_TABLE)
-            .map(|f| f.table_version)
-            .max()
+            .filter(|f| {
+                matches!(
+                    f.action,
+                    CREATE_TABLE | TRUNCATE_TABLE | RENAME_TABLE | RENAME_TABLES
+                )
+            })
+            .max_by_key(|f| f.table_version)
+            .map(|f| Reset {
+                version: f.table_version,
+                rename: matches!(f.action, RENAME_TABLE | RENAME_TABLES).then(|| f.query.clone()),
+            })
     }
 
     fn cells(&self, cols: &Columns, data: &[(String, Value)]) -> Vec<Cell> {
@@ -228,11 +276,95 @@ impl StorageDownstream {
     }
 }
 
+/// A DDL that started a table afresh.
+#[derive(Debug)]
+struct Reset {
+    /// Its commit ts (the schema file's table version).
+    version: u64,
+    /// The query, if it was a RENAME.
+    rename: Option<String>,
+}
+
+impl Reset {
+    /// For a RENAME whose query names `db`.`table` as a target: the old name.
+    fn renamed_from(&self, db: &str, table: &str) -> Option<(String, String)> {
+        let query = self.rename.as_deref()?;
+        rename_pairs(query)
+            .into_iter()
+            .find(|(_, to)| to.0 == db && to.1 == table)
+            .map(|(from, _)| from)
+    }
+}
+
+/// The `(from, to)` pairs of `RENAME TABLE a.b TO c.d[, e.f TO g.h ...]`, names unquoted.
+/// Anything it cannot read yields no pair (the table is then replayed from its own files).
+fn rename_pairs(query: &str) -> Vec<((String, String), (String, String))> {
+    let mut idents = Vec::new();
+    let mut words = Vec::new();
+    let mut chars = query.trim().trim_end_matches(';').chars().peekable();
+    let mut cur = String::new();
+    let flush = |cur: &mut String, words: &mut Vec<String>| {
+        if !cur.is_empty() {
+            words.push(std::mem::take(cur));
+        }
+    };
+    // Tokens: quoted or bare identifiers, '.', ','; keywords are bare words.
+    while let Some(c) = chars.next() {
+        match c {
+            '`' => {
+                let mut q = String::new();
+                loop {
+                    match chars.next() {
+                        Some('`') if chars.peek() == Some(&'`') => {
+                            chars.next();
+                            q.push('`');
+                        }
+                        Some('`') | None => break,
+                        Some(x) => q.push(x),
+                    }
+                }
+                flush(&mut cur, &mut words);
+                words.push(format!("`{q}"));
+            }
+            '.' | ',' => {
+                flush(&mut cur, &mut words);
+                words.push(c.to_string());
+            }
+            c if c.is_whitespace() => flush(&mut cur, &mut words),
+            c => cur.push(c),
+        }
+    }
+    flush(&mut cur, &mut words);
+    let name = |w: &String| w.strip_prefix('`').unwrap_or(w).to_string();
+    // Expect: RENAME TABLE (db . t TO db . t) (, db . t TO db . t)*
+    let mut it = words.iter();
+    let (Some(r), Some(t)) = (it.next(), it.next()) else {
+        return Vec::new();
+    };
+    if !r.eq_ignore_ascii_case("rename") || !t.eq_ignore_ascii_case("table") {
+        return Vec::new();
+    }
+    let rest: Vec<&String> = it.collect();
+    for pair in rest.split(|w| w.as_str() == ",") {
+        match pair {
+            [d1, dot1, t1, to, d2, dot2, t2]
+                if dot1.as_str() == "."
+                    && dot2.as_str() == "."
+                    && to.eq_ignore_ascii_case("to") =>
+            {
+                idents.push(((name(d1), name(t1)), (name(d2), name(t2))));
+            }
+            _ => return Vec::new(),
+        }
+    }
+    idents
+}
+
 #[cfg(test)]
 mod tests {
     use std::path::PathBuf;
 
-    use tidal_sinks::storage::consumer::DataFile;
+    use tidal_sinks::storage::consumer::{DataFile, FoundSchemaFile};
 
     use crate::verify::fixtures::table as info;
 
@@ -313,5 +445,94 @@ mod tests {
         let mut rows = down.rows("d", "t", &cols, 40);
         rows.sort();
         assert_eq!(rows, cells(&[("3", "b"), ("4", "d")]));
+    }
+
+    fn at(db: &str, table: &str, version: u64, index: u64, rows: Vec<DecodedRow>) -> DataFile {
+        DataFile {
+            rel_path: PathBuf::from(format!("{db}/{table}/{version}/CDC{index}.json")),
+            schema: db.into(),
+            table: table.into(),
+            version,
+            ..file(index, rows)
+        }
+    }
+
+    fn schema_file(
+        db: &str,
+        table: &str,
+        version: u64,
+        action: u8,
+        query: &str,
+    ) -> FoundSchemaFile {
+        let mut f = tidal_sinks::storage::path::SchemaFile::without_columns(db, table, version);
+        f.action = action;
+        f.query = query.into();
+        FoundSchemaFile {
+            rel_path: PathBuf::from(format!("{db}/{table}/meta/schema_{version}_0.json")),
+            file: f,
+        }
+    }
+
+    #[test]
+    fn rename_pairs_are_read_from_quoted_and_bare_names() {
+        assert_eq!(
+            rename_pairs("RENAME TABLE `d`.`t` TO `d_2`.`x.y`"),
+            vec![(("d".into(), "t".into()), ("d_2".into(), "x.y".into()))]
+        );
+        assert_eq!(
+            rename_pairs("rename table a.b to c.d, `e``f`.g TO h.i;"),
+            vec![
+                (("a".into(), "b".into()), ("c".into(), "d".into())),
+                (("e`f".into(), "g".into()), ("h".into(), "i".into())),
+            ]
+        );
+        assert!(rename_pairs("RENAME TABLE t TO u").is_empty());
+        assert!(rename_pairs("TRUNCATE TABLE `d`.`t`").is_empty());
+        assert!(rename_pairs("").is_empty());
+    }
+
+    /// Regression (seen in `tidal demo`): a table renamed across databases kept its rows from
+    /// before the rename under the old name, and verify reported them missing under the new one.
+    #[test]
+    fn a_renamed_table_starts_from_the_old_names_state_at_the_rename() {
+        let before = vec![
+            r(RowOp::Insert, 10, "1", "a", None),
+            r(RowOp::Insert, 10, "2", "b", None),
+        ];
+        // The old name is re-created after the rename: not part of the renamed table.
+        let recreated = vec![r(RowOp::Insert, 40, "9", "z", None)];
+        let after = vec![
+            r(RowOp::Update, 30, "2", "c", Some(("2", "b"))),
+            r(RowOp::Insert, 30, "3", "d", None),
+        ];
+        // A dropped table that used the new name before: gone.
+        let stale = vec![r(RowOp::Insert, 5, "7", "x", None)];
+        let down = StorageDownstream {
+            content: StorageContent {
+                checkpoint_ts: Some(40),
+                schema_files: vec![
+                    schema_file("d", "t", 35, 3, "CREATE TABLE `d`.`t` (id INT)"),
+                    schema_file("d_2", "u", 3, 3, "CREATE TABLE `d_2`.`u` (id INT)"),
+                    schema_file("d_2", "u", 20, 14, "RENAME TABLE `d`.`t` TO `d_2`.`u`"),
+                ],
+                data_files: vec![
+                    at("d", "t", 1, 1, before),
+                    at("d", "t", 35, 1, recreated),
+                    at("d_2", "u", 3, 1, stale),
+                    at("d_2", "u", 20, 1, after),
+                ],
+                ..StorageContent::default()
+            },
+            source: Source::CanalJson,
+        };
+        let cols = Columns::of(&info(true));
+        assert_eq!(
+            down.rows("d_2", "u", &cols, 40),
+            cells(&[("1", "a"), ("2", "c"), ("3", "d")])
+        );
+        // Before the rename the new name held the dropped table's row only.
+        assert_eq!(down.rows("d_2", "u", &cols, 10), cells(&[("7", "x")]));
+        // The re-created old name holds only its own row.
+        assert_eq!(down.rows("d", "t", &cols, 40), cells(&[("9", "z")]));
     }
 }
