@@ -83,8 +83,10 @@
 //! - DML that waits in a sink driver behind a pending DDL still counts against the drivers'
 //!   share; while nothing is in flight the sources keep pulling and release only from their
 //!   lowest spans (at most one share per activation), so that the DDL can run.
-//! - A process's handle sees its own workers only; in a multi-process cluster each process's
-//!   control plane aggregates its local watermarks (the frontiers themselves are global).
+//! - A process's handle sees its own workers' spans and statistics only. The frontiers are
+//!   global, and worker 0's process also receives every worker's span-set checksum state (and
+//!   the checkpoint each process vouches for) through the dataflow, so the coordinator, which
+//!   hosts worker 0, gates the persisted checkpoint on all of them.
 #![deny(missing_docs)]
 
 pub mod barrier;
