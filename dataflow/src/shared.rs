@@ -17,7 +17,7 @@
 //! In a multi-process cluster a process only sees its own workers' slots. Every worker then
 //! also sends its checksum state, with the checkpoint its process vouches for, to worker 0
 //! inside the dataflow (see `run`); the process hosting worker 0 keeps them as *remote*
-//! states, and [`Shared::persistable_checkpoint`] is the checkpoint that every worker of the
+//! states, and `Shared::persistable_checkpoint` is the checkpoint that every worker of the
 //! cluster vouches for — `None` while any of them is not MATCH or has not reported.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
