@@ -11,7 +11,7 @@
 //! * the **write map** (TiKV's write CF, values inlined): per key, the committed versions in
 //!   ascending commit_ts order — Put(value), Delete, or Rollback records.
 //!
-//! Keys are stored as [`Key`]s: the first 24 bytes inline (TiDB row keys are 19 bytes), compared
+//! Keys are stored as `Key`s: the first 24 bytes inline (TiDB row keys are 19 bytes), compared
 //! as three big-endian words, so a map search neither follows a pointer per comparison nor calls
 //! `memcmp`; longer keys (index and meta keys) keep a heap copy for the rest of the comparison.
 //! Values move from the lock into the write record at commit, and each write operation does one

@@ -3,14 +3,14 @@
 //! A changefeed that reports a checkpoint promises that every change committed at or below it
 //! is downstream. Nothing in TiCDC checks that promise; this module does, table by table:
 //!
-//! 1. The upstream is read as a consistent snapshot at the ts ([`upstream`]): schema from the
+//! 1. The upstream is read as a consistent snapshot at the ts (`upstream`): schema from the
 //!    meta keys at that ts, rows from TiKV's record ranges, through PD and the KV API like any
 //!    production client. A ts below the GC safe point is refused ([`VerifyError::LostByGc`])
 //!    rather than compared against a partial picture.
-//! 2. The downstream is a MySQL/TiDB database ([`mysql`]) or a storage-sink directory replayed
-//!    up to the ts ([`storage`]).
+//! 2. The downstream is a MySQL/TiDB database (`mysql`) or a storage-sink directory replayed
+//!    up to the ts (`storage`).
 //! 3. Every value on both sides is brought to one canonical text form per column type
-//!    ([`canon`]), and each table gets an order-independent checksum ([`compare`]). Only tables
+//!    (`canon`), and each table gets an order-independent checksum (`compare`). Only tables
 //!    whose row counts or checksums differ are compared row by row, and the report names the
 //!    missing, extra and different rows.
 //!

@@ -6,9 +6,9 @@
 //! the processes whose capture keys exist: itself first (so it hosts global worker 0, whose
 //! probes and checksum reports see the whole cluster), then the others by process index. It
 //! bumps the epoch (as for any start), picks a port slot that no other published run uses, and
-//! publishes an [`Assignment`] under `…/__cdc_meta__/assignment/<keyspace>/<id>`: the epoch,
+//! publishes an `Assignment` under `…/__cdc_meta__/assignment/<keyspace>/<id>`: the epoch,
 //! the start checkpoint, the members and their timely addresses (`host of H[p]` : `port of
-//! H[p]` + slot). The owner runs member 0 itself; the [`MemberLoop`] of every other node
+//! H[p]` + slot). The owner runs member 0 itself; the `MemberLoop` of every other node
 //! starts member `k` with `ClusterPeers { process: k, token: epoch, … }` and its own sink, and
 //! stops it as soon as the published assignment changes or the run fails. Only the owner
 //! persists checkpoints, fenced by the epoch.
