@@ -48,6 +48,8 @@ const SLACK: u64 = 64 << 20;
 const ROW_BYTES: u64 = 16_000;
 /// Rows per upstream transaction (~1 MiB transactions).
 const ROWS_PER_TXN: u64 = 64;
+/// Upstream transactions per second (each `ROWS_PER_TXN` × `ROW_BYTES`, about 1 MiB).
+const UPSTREAM_TXNS_PER_SEC: u64 = 60;
 
 /// Kills the child process when dropped.
 struct ChildGuard(Child);
@@ -114,6 +116,10 @@ fn rss_of_a_slow_sink_changefeed_stays_within_the_quota() {
         .arg(format!("127.0.0.1:{port}"))
         .args(["--rows", &ROWS_PER_TXN.to_string()])
         .args(["--row-bytes", &ROW_BYTES.to_string()])
+        // About 60 MiB/s: fast enough to write 1 GiB in under 20 s, slow enough that the sim's
+        // change feed does not bury the region's initial scan and first resolved ts under its
+        // own backlog (flat out, on a busy machine, nothing was ever released within the run).
+        .args(["--rate", &UPSTREAM_TXNS_PER_SEC.to_string()])
         .args(["--progress-every", "250ms", "--min-ts-interval", "200ms"])
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit());
