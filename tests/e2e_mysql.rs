@@ -12,9 +12,11 @@
 
 mod support;
 
+use support::{run_tag, set_up, within};
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use sqlx::{AssertSqlSafe, MySqlPool};
 use tidal::verify::{Downstream, VerifyOptions, verify};
@@ -24,10 +26,8 @@ use tidal_ingest::schema::TableFilter;
 use tidal_model::Ts;
 use tidal_sim::cluster::{SimCluster, SimConfig};
 use tidal_sim::export::snapshot_tables;
-use tidal_sim::tidb::Tidb;
 use tidal_sim::workload::{
-    Bank, BankConfig, DdlMix, DdlMixConfig, RunOptions, Sysbench, SysbenchConfig, Workload,
-    WorkloadStats, run, spawn,
+    Bank, BankConfig, DdlMix, DdlMixConfig, Sysbench, SysbenchConfig, WorkloadStats, spawn,
 };
 
 /// How long the workloads run.
@@ -36,21 +36,6 @@ const RUN_FOR: Duration = Duration::from_secs(12);
 const CATCH_UP: Duration = Duration::from_secs(60);
 /// The run must have committed at least this many transactions to count as "thousands".
 const MIN_TXNS: u64 = 2000;
-
-async fn within<T>(what: &str, secs: u64, fut: impl Future<Output = T>) -> T {
-    tokio::time::timeout(Duration::from_secs(secs), fut)
-        .await
-        .unwrap_or_else(|_| panic!("{what} hung for {secs} s"))
-}
-
-/// A tag unique to this run, for database names.
-fn run_tag() -> String {
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0);
-    format!("{:x}{:x}", std::process::id(), nanos & 0xff_ffff_ffff)
-}
 
 async fn exec(pool: &MySqlPool, sql: &str) {
     sqlx::raw_sql(AssertSqlSafe(sql.to_string()))
@@ -116,15 +101,6 @@ async fn sample_watermarks(
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     (samples, problems)
-}
-
-/// Creates a workload's tables and initial data now (so that they exist before the run), and
-/// returns the options that run it afterwards without setting up again.
-fn set_up(w: &mut dyn Workload, tidb: &Tidb, rate: u64) -> RunOptions {
-    run(w, tidb, &RunOptions::steps(0)).unwrap_or_else(|e| panic!("setting up {}: {e}", w.name()));
-    let mut opts = RunOptions::forever().rate(Some(rate));
-    opts.skip_setup = true;
-    opts
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -11,7 +11,9 @@
 
 mod support;
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use support::{run_tag, within};
+
+use std::time::Duration;
 
 use serde_json::{Value, json};
 use sqlx::{AssertSqlSafe, MySqlPool};
@@ -21,12 +23,6 @@ use tidal_model::{Datum, Handle};
 use tidal_sim::cluster::{SimCluster, SimConfig};
 use tidal_sim::pd::GC_WORKER_SERVICE_ID;
 use tidal_sim::tidb::{ColumnSpec, PrimaryKey, TableSpec, Tidb, types};
-
-async fn within<T>(what: &str, secs: u64, fut: impl Future<Output = T>) -> T {
-    tokio::time::timeout(Duration::from_secs(secs), fut)
-        .await
-        .unwrap_or_else(|_| panic!("{what} hung for {secs} s"))
-}
 
 fn table_spec(name: &str) -> TableSpec {
     TableSpec::new(
@@ -72,13 +68,7 @@ async fn unchecked_start_below_service_safe_point_replicates_rows_and_schema() {
     let Some(mysql) = support::external_service("TIDAL_TEST_MYSQL") else {
         return;
     };
-    let tag = {
-        let nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0);
-        format!("{:x}{:x}", std::process::id(), nanos & 0xff_ffff_ffff)
-    };
+    let tag = run_tag();
     let db = format!("tidal_gcstart_{tag}");
 
     let sim = within(

@@ -12,8 +12,11 @@
 //! The upstream volume is counted as written row changes × row width: each change carries at
 //! least one row image of that width (updates carry two), so this is a lower bound.
 
+mod support;
+
+use support::free_port;
+
 use std::io::{BufRead, BufReader};
-use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -59,13 +62,6 @@ impl Drop for ChildGuard {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
 }
 
 /// Resident set size of this process, in bytes.

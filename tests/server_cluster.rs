@@ -15,6 +15,8 @@
 
 mod support;
 
+use support::{free_port, run_tag, set_up, within};
+
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -28,27 +30,10 @@ use tidal::verify::{Downstream, VerifyOptions, verify};
 use tidal_ingest::pd::{PdClient, PdConfig};
 use tidal_model::Ts;
 use tidal_sim::cluster::{SimCluster, SimConfig};
-use tidal_sim::tidb::Tidb;
-use tidal_sim::workload::{
-    Bank, BankConfig, RunOptions, Sysbench, SysbenchConfig, Workload, WorkloadStats, run, spawn,
-};
+use tidal_sim::workload::{Bank, BankConfig, Sysbench, SysbenchConfig, WorkloadStats, spawn};
 
 /// Ports each process may use above its base (the server's port slots).
 const PORT_SLOTS: u16 = 32;
-
-fn run_tag() -> String {
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0);
-    format!("{:x}{:x}", std::process::id(), nanos & 0xff_ffff_ffff)
-}
-
-async fn within<T>(what: &str, secs: u64, fut: impl Future<Output = T>) -> T {
-    tokio::time::timeout(Duration::from_secs(secs), fut)
-        .await
-        .unwrap_or_else(|_| panic!("{what} hung for {secs} s"))
-}
 
 /// A temporary directory, removed on drop.
 struct TempDir(PathBuf);
@@ -65,14 +50,6 @@ impl Drop for TempDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
     }
-}
-
-/// A free loopback port (bound and released).
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
 }
 
 /// A base port with `PORT_SLOTS` free ports above it.
@@ -300,13 +277,6 @@ async fn sample(
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     (samples, problems)
-}
-
-fn set_up(w: &mut dyn Workload, tidb: &Tidb, rate: u64) -> RunOptions {
-    run(w, tidb, &RunOptions::steps(0)).unwrap_or_else(|e| panic!("setting up {}: {e}", w.name()));
-    let mut opts = RunOptions::forever().rate(Some(rate));
-    opts.skip_setup = true;
-    opts
 }
 
 /// Waits until `node` reports a checkpoint at or above `ts`; returns it (or the last one).

@@ -10,14 +10,15 @@
 //! also the downstream names) and a fresh changefeed / cluster id, so tests sharing the CI's
 //! etcd and MariaDB never see each other's data.
 
-use std::future::Future;
+use crate::support::set_up;
+pub use crate::support::{free_port, run_tag, within};
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use sqlx::{AssertSqlSafe, MySqlPool};
@@ -27,35 +28,13 @@ use tidal_model::Ts;
 use tidal_sim::cluster::{SimCluster, SimConfig};
 use tidal_sim::tidb::Tidb;
 use tidal_sim::workload::{
-    Bank, BankConfig, RunOptions, Sysbench, SysbenchConfig, Workload, WorkloadHandle, run, spawn,
+    Bank, BankConfig, RunOptions, Sysbench, SysbenchConfig, WorkloadHandle, spawn,
 };
 
 /// How long the changefeed may take to pass the last upstream commit once the load stopped.
 pub const CATCH_UP: Duration = Duration::from_secs(40);
 /// How long the sampler waits between two reads of the changefeed.
 pub const SAMPLE_EVERY: Duration = Duration::from_millis(100);
-
-/// Runs `fut`, failing the test if it takes longer than `secs`.
-pub async fn within<T>(what: &str, secs: u64, fut: impl Future<Output = T>) -> T {
-    tokio::time::timeout(Duration::from_secs(secs), fut)
-        .await
-        .unwrap_or_else(|_| panic!("{what} hung for {secs} s"))
-}
-
-/// A tag unique to this run (process id and clock), for database, changefeed and cluster names.
-pub fn run_tag() -> String {
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0);
-    format!("{:x}{:x}", std::process::id(), nanos & 0xff_ffff_ffff)
-}
-
-/// A free loopback port (bound, read, released).
-pub fn free_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind a free port");
-    l.local_addr().expect("local addr").port()
-}
 
 /// Whether a program is on the PATH. In CI a missing program is a failure (the services script
 /// installs it); elsewhere the test is skipped with a note.
@@ -178,15 +157,6 @@ impl Upstream {
             .expect("bank table")
             .id()
     }
-}
-
-/// Creates a workload's tables and initial data now, and returns the options that run it
-/// afterwards (rate-limited, until stopped) without setting up again.
-fn set_up(w: &mut dyn Workload, tidb: &Tidb, rate: u64) -> RunOptions {
-    run(w, tidb, &RunOptions::steps(0)).unwrap_or_else(|e| panic!("setting up {}: {e}", w.name()));
-    let mut opts = RunOptions::forever().rate(Some(rate));
-    opts.skip_setup = true;
-    opts
 }
 
 /// The running workloads.

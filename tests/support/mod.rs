@@ -21,3 +21,43 @@ pub fn external_service(var: &str) -> Option<String> {
         }
     }
 }
+
+/// Runs `fut`, failing the test if it takes longer than `secs`.
+pub async fn within<T>(what: &str, secs: u64, fut: impl Future<Output = T>) -> T {
+    tokio::time::timeout(std::time::Duration::from_secs(secs), fut)
+        .await
+        .unwrap_or_else(|_| panic!("{what} hung for {secs} s"))
+}
+
+/// A tag unique to this run (process id and clock), for database, changefeed and cluster names,
+/// so runs sharing one MariaDB or etcd never see each other's objects.
+pub fn run_tag() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    format!("{:x}{:x}", std::process::id(), nanos & 0xff_ffff_ffff)
+}
+
+/// A free loopback port (bound, read, released).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// Creates a workload's tables and initial data now (so they exist before a changefeed
+/// starts), and returns the options that run it afterwards — rate-limited, until stopped —
+/// without setting up again.
+pub fn set_up(
+    w: &mut dyn tidal_sim::workload::Workload,
+    tidb: &tidal_sim::tidb::Tidb,
+    rate: u64,
+) -> tidal_sim::workload::RunOptions {
+    use tidal_sim::workload::{RunOptions, run};
+    run(w, tidb, &RunOptions::steps(0)).unwrap_or_else(|e| panic!("setting up {}: {e}", w.name()));
+    let mut opts = RunOptions::forever().rate(Some(rate));
+    opts.skip_setup = true;
+    opts
+}
