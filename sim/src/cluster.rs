@@ -12,7 +12,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rand::Rng;
-use tidal_proto::cdcpb::change_data_server::ChangeDataServer;
 use tidal_proto::features::MAX_MESSAGE_SIZE;
 use tidal_proto::pdpb::pd_server::PdServer;
 use tidal_proto::tikvpb::tikv_server::TikvServer;
@@ -209,9 +208,9 @@ impl SimCluster {
             let kv = TikvServer::new(KvService::new(id, store.clone(), regions.clone()))
                 .max_decoding_message_size(MAX_MESSAGE_SIZE)
                 .max_encoding_message_size(MAX_MESSAGE_SIZE);
-            let cdc = ChangeDataServer::new(hub.service_for_store(id))
-                .max_decoding_message_size(MAX_MESSAGE_SIZE)
-                .max_encoding_message_size(MAX_MESSAGE_SIZE);
+            let cdc = hub
+                .service_for_store(id)
+                .max_decoding_message_size(MAX_MESSAGE_SIZE);
             servers.push(spawn_server(
                 Server::builder().add_service(kv).add_service(cdc),
                 l,

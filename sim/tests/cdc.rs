@@ -8,7 +8,6 @@ use std::time::Duration;
 use tidal_model::codec::bytes::encode_key;
 use tidal_proto::cdcpb::change_data_client::ChangeDataClient;
 use tidal_proto::cdcpb::change_data_request::{Deregister, Register, Request};
-use tidal_proto::cdcpb::change_data_server::ChangeDataServer;
 use tidal_proto::cdcpb::event::{self, LogType, row::OpType};
 use tidal_proto::cdcpb::{ChangeDataEvent, ChangeDataRequest, Event, Header, ResolvedTs};
 use tidal_proto::metapb;
@@ -47,8 +46,7 @@ async fn start(stores: usize, replicas: usize, split_raw: &[&[u8]], cfg: CdcConf
     for id in 1..=stores as u64 {
         let incoming = TcpIncoming::bind("127.0.0.1:0".parse().unwrap()).unwrap();
         addrs.insert(id, format!("http://{}", incoming.local_addr().unwrap()));
-        let svc =
-            ChangeDataServer::new(hub.service_for_store(id)).max_decoding_message_size(1 << 28);
+        let svc = hub.service_for_store(id).max_decoding_message_size(1 << 28);
         tokio::spawn(
             tonic::transport::Server::builder()
                 .add_service(svc)

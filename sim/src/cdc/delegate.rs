@@ -19,7 +19,7 @@ use tidal_proto::cdcpb::{self, event};
 use tidal_proto::{errorpb, metapb};
 
 use super::sink::Conn;
-use crate::mvcc::{ApplyEvent, Op};
+
 use crate::region::Region;
 
 /// Rows with any of these bits set come from a CDC sink (bidirectional replication); they are
@@ -147,125 +147,6 @@ pub(crate) struct Delegate {
     pub region: Region,
     /// Current subscribers.
     pub downstreams: Vec<Downstream>,
-}
-
-fn op_type(op: &Op) -> event::row::OpType {
-    match op {
-        Op::Put => event::row::OpType::Put,
-        Op::Delete => event::row::OpType::Delete,
-    }
-}
-
-/// [`apply_event_into_row`] of a copy (tests).
-#[cfg(test)]
-pub(crate) fn apply_event_row(ev: &ApplyEvent) -> event::Row {
-    apply_event_into_row(ev.clone())
-}
-
-/// Converts one apply event to the row TiKV would emit for it (TiDB mode), moving the event's
-/// key and values into it. COMMIT rows never carry a value or an old value (the client takes
-/// both from the matching PREWRITE); ROLLBACK rows have commit_ts 0 and op UNKNOWN; a 1PC write
-/// is a self-contained COMMITTED row.
-pub(crate) fn apply_event_into_row(ev: ApplyEvent) -> event::Row {
-    match ev {
-        ApplyEvent::Prewrite {
-            key,
-            start_ts,
-            op,
-            value,
-            old_value,
-            generation,
-            txn_source,
-        } => event::Row {
-            start_ts,
-            r#type: event::LogType::Prewrite as i32,
-            op_type: op_type(&op) as i32,
-            key,
-            value: row_value_owned(&op, value),
-            old_value,
-            generation,
-            txn_source,
-            ..Default::default()
-        },
-        ApplyEvent::Commit {
-            key,
-            start_ts,
-            commit_ts,
-            op,
-            txn_source,
-        } => event::Row {
-            start_ts,
-            commit_ts,
-            r#type: event::LogType::Commit as i32,
-            op_type: op_type(&op) as i32,
-            key,
-            txn_source,
-            ..Default::default()
-        },
-        ApplyEvent::Rollback { key, start_ts } => event::Row {
-            start_ts,
-            r#type: event::LogType::Rollback as i32,
-            op_type: event::row::OpType::Unknown as i32,
-            key,
-            ..Default::default()
-        },
-        ApplyEvent::OnePc {
-            key,
-            start_ts,
-            commit_ts,
-            op,
-            value,
-            old_value,
-            txn_source,
-        } => event::Row {
-            start_ts,
-            commit_ts,
-            r#type: event::LogType::Committed as i32,
-            op_type: op_type(&op) as i32,
-            key,
-            value: row_value_owned(&op, value),
-            old_value,
-            txn_source,
-            ..Default::default()
-        },
-    }
-}
-
-/// The row's txn_source and commit_ts (0 for PREWRITE and ROLLBACK rows), as
-/// [`apply_event_into_row`] sets them.
-pub(crate) fn apply_event_source_and_commit(ev: &ApplyEvent) -> (u64, u64) {
-    match ev {
-        ApplyEvent::Prewrite { txn_source, .. } => (*txn_source, 0),
-        ApplyEvent::Commit {
-            txn_source,
-            commit_ts,
-            ..
-        }
-        | ApplyEvent::OnePc {
-            txn_source,
-            commit_ts,
-            ..
-        } => (*txn_source, *commit_ts),
-        ApplyEvent::Rollback { .. } => (0, 0),
-    }
-}
-
-fn row_value_owned(op: &Op, value: Vec<u8>) -> Vec<u8> {
-    if matches!(op, Op::Delete) {
-        Vec::new()
-    } else {
-        value
-    }
-}
-
-/// The raw key an apply event is about.
-pub(crate) fn apply_event_key(ev: &ApplyEvent) -> &[u8] {
-    match ev {
-        ApplyEvent::Prewrite { key, .. }
-        | ApplyEvent::Commit { key, .. }
-        | ApplyEvent::Rollback { key, .. }
-        | ApplyEvent::OnePc { key, .. } => key,
-    }
 }
 
 /// The INITIALIZED marker row: every field but the type is zero or empty.
@@ -577,26 +458,7 @@ mod tests {
     }
 
     #[test]
-    fn live_rows_follow_tikv_shapes() {
-        let commit = apply_event_row(&ApplyEvent::Commit {
-            key: b"k".to_vec(),
-            start_ts: 10,
-            commit_ts: 11,
-            op: Op::Put,
-            txn_source: 0,
-        });
-        assert_eq!(commit.r#type, event::LogType::Commit as i32);
-        assert_eq!((commit.start_ts, commit.commit_ts), (10, 11));
-        assert!(commit.value.is_empty() && commit.old_value.is_empty());
-        let rb = apply_event_row(&ApplyEvent::Rollback {
-            key: b"k".to_vec(),
-            start_ts: 10,
-        });
-        assert_eq!(rb.r#type, event::LogType::Rollback as i32);
-        assert_eq!(
-            (rb.commit_ts, rb.op_type),
-            (0, event::row::OpType::Unknown as i32)
-        );
+    fn initialized_row_is_bare() {
         let init = initialized_row();
         assert_eq!(init.r#type, event::LogType::Initialized as i32);
         assert!(init.key.is_empty() && init.start_ts == 0 && init.commit_ts == 0);

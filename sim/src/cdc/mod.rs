@@ -65,6 +65,7 @@ mod resolver;
 mod scan;
 mod service;
 mod sink;
+mod wire;
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
@@ -78,6 +79,7 @@ use tokio::sync::watch;
 use tonic::Status;
 
 pub use service::CdcService;
+pub use wire::{FeedCodec, RequestDecoder, WireEncoder, WireMessage};
 
 use crate::mvcc::{ApplyEvent, ApplyObserver, MvccStore};
 use crate::region::{Region, RegionChange, RegionManager};
@@ -161,7 +163,11 @@ impl HubState {
         }
         if let Some(err) = err {
             ds.conn.push_forced(
-                vec![delegate::error_event(region_id, ds.request_id, err)],
+                vec![wire::event_piece(&delegate::error_event(
+                    region_id,
+                    ds.request_id,
+                    err,
+                ))],
                 delay,
             );
         }
@@ -458,9 +464,10 @@ impl CdcHub {
     /// to the downstreams observing it, in apply order, one `Event` (or several, by size) per
     /// downstream per write operation.
     ///
-    /// Each event becomes one `cdcpb` row, built by moving the event's buffers; only a row that
-    /// goes to more than one downstream is copied. The encoded key used for routing is built in
-    /// one reused buffer.
+    /// Rows are encoded straight into protobuf bytes here, on the writer (see `wire`): a row
+    /// that goes to one downstream is written into that downstream's `Event` body directly, one
+    /// that goes to several is encoded once and copied. The encoded key used for routing is
+    /// built in one reused buffer.
     fn on_apply(&self, events: Vec<ApplyEvent>) {
         let mut st = self.state.lock();
         if st.delegates.is_empty() {
@@ -468,15 +475,17 @@ impl CdcHub {
         }
         let delay = self.delay();
         let quota = self.sink_quota.load(Ordering::Relaxed);
-        // Per downstream (in order of first row): region, downstream id, rows.
-        let mut out: Vec<(u64, u64, Vec<cdcpb::event::Row>)> = Vec::new();
+        // Per downstream (in order of first row): downstream id and its encoded rows.
+        let mut out: Vec<(u64, wire::EntriesWriter)> = Vec::new();
         let mut targets: Vec<usize> = Vec::new();
         let mut ek = Vec::new();
+        let mut scratch = Vec::new();
         let n_events = events.len();
-        for (i, ev) in events.into_iter().enumerate() {
+        for (i, ev) in events.iter().enumerate() {
+            let row = wire::RowRef::of(ev);
             ek.clear();
-            tidal_model::codec::bytes::encode_bytes(&mut ek, delegate::apply_event_key(&ev));
-            let (txn_source, commit_ts) = delegate::apply_event_source_and_commit(&ev);
+            tidal_model::codec::bytes::encode_bytes(&mut ek, row.key());
+            let (txn_source, commit_ts) = (row.txn_source(), row.commit_ts());
             targets.clear();
             for (rid, d) in &st.delegates {
                 if !delegate::region_contains(&d.region.start, &d.region.end, &ek) {
@@ -497,32 +506,47 @@ impl CdcHub {
                             "commit at or below an already sent resolved ts: the writer broke the TSO order"
                         );
                     }
-                    let slot = match out.iter().position(|(_, id, _)| *id == ds.id) {
+                    let slot = match out.iter().position(|(id, _)| *id == ds.id) {
                         Some(i) => i,
                         None => {
                             // Room for every remaining row: most batches go to one stream.
-                            out.push((*rid, ds.id, Vec::with_capacity(n_events - i)));
+                            out.push((
+                                ds.id,
+                                wire::EntriesWriter::new(
+                                    *rid,
+                                    ds.request_id,
+                                    self.cfg.max_entries_bytes,
+                                    n_events - i,
+                                ),
+                            ));
                             out.len() - 1
                         }
                     };
                     targets.push(slot);
                 }
             }
-            let Some((&last, rest)) = targets.split_last() else {
-                continue;
-            };
-            let row = delegate::apply_event_into_row(ev);
-            for &slot in rest {
-                if let Some((_, _, rows)) = out.get_mut(slot) {
-                    rows.push(row.clone());
+            match targets.as_slice() {
+                [] => {}
+                [only] => {
+                    if let Some((_, w)) = out.get_mut(*only) {
+                        w.push(&row);
+                    }
+                }
+                many => {
+                    scratch.clear();
+                    row.put_entry(&mut scratch);
+                    for &slot in many {
+                        if let Some((_, w)) = out.get_mut(slot) {
+                            w.push_encoded(&scratch, row.payload());
+                        }
+                    }
                 }
             }
-            if let Some((_, _, rows)) = out.get_mut(last) {
-                rows.push(row);
-            }
         }
+        drop(events);
         let mut congested = Vec::new();
-        for (rid, ds_id, rows) in out {
+        for (ds_id, writer) in out {
+            let rid = writer.region_id();
             let Some(ds) = st
                 .delegates
                 .get(&rid)
@@ -530,8 +554,7 @@ impl CdcHub {
             else {
                 continue;
             };
-            let events = delegate::pack_rows(rid, ds.request_id, rows, self.cfg.max_entries_bytes);
-            if ds.conn.offer_live(events, delay, quota) == Offer::Congested {
+            if ds.conn.offer_live(writer.finish(), delay, quota) == Offer::Congested {
                 congested.push((rid, ds_id));
             }
         }
@@ -597,7 +620,9 @@ impl CdcHub {
             let mut st = self.state.lock();
             if let Some(err) = self.register_error(&st, conn, &req, region.as_ref()) {
                 conn.push_forced(
-                    vec![delegate::error_event(region_id, request_id, err)],
+                    vec![wire::event_piece(&delegate::error_event(
+                        region_id, request_id, err,
+                    ))],
                     delay,
                 );
                 return None;

@@ -24,6 +24,7 @@ use tokio::sync::watch;
 use super::CdcHub;
 use super::delegate::{self, DownstreamState};
 use super::sink::Conn;
+use super::wire;
 
 /// First chunk size of a resolved-ts group; each next chunk is 4 times larger.
 const FIRST_CHUNK: usize = 8;
@@ -113,7 +114,9 @@ fn emit(resolved: Vec<Resolved>, delay: std::time::Duration, quota: usize) {
         if !gates.batch_resolved_ts {
             let ev = delegate::legacy_resolved_event(r.region_id, r.request_id, r.ts);
             // Over quota the legacy event is skipped like a batched one; never ends a subscription.
-            let _ = r.conn.offer_live(vec![ev], delay, quota);
+            let _ = r
+                .conn
+                .offer_live(vec![wire::event_piece(&ev)], delay, quota);
             continue;
         }
         let request_id = if r.conn.multiplexing { r.request_id } else { 0 };

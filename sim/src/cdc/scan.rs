@@ -20,6 +20,7 @@ use tidal_proto::cdcpb::event::{self, LogType, row::OpType};
 
 use super::delegate::{self, DownstreamState, ObservedRange};
 use super::sink::Conn;
+use super::wire;
 use super::{CdcHub, SCAN_ROOM_BYTES};
 use crate::mvcc::{DeltaScan, Op};
 
@@ -115,7 +116,11 @@ pub(super) async fn run_scan(hub: Arc<CdcHub>, conn: Arc<Conn>, task: ScanTask) 
     let mut events = events.into_iter();
     let mut sent = 0usize;
     while sent < total {
-        let chunk: Vec<_> = events.by_ref().take(per_push).collect();
+        let chunk: Vec<_> = events
+            .by_ref()
+            .take(per_push)
+            .map(|ev| wire::event_piece(&ev))
+            .collect();
         sent = sent.saturating_add(chunk.len());
         let last = sent >= total;
         conn.wait_for_room(SCAN_ROOM_BYTES).await;

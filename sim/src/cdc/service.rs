@@ -13,29 +13,49 @@
 //!   response ends after what is queued (TiKV deregisters the connection the same way).
 //! - A sender task drains the stream's queue (see `sink`); if the client goes away the stream
 //!   is dropped.
+//!
+//! The service is served by hand rather than through the generated `ChangeDataServer`: the
+//! responses leave as pre-encoded bytes ([`FeedCodec`]), which the generated server (fixed to
+//! prost-encoding `ChangeDataEvent` structs) cannot send. Paths, headers, status codes and the
+//! bytes on the wire are those of `cdcpb.ChangeData`.
 
+use std::convert::Infallible;
 use std::fmt;
 use std::sync::Arc;
 
-use tidal_proto::cdcpb::change_data_server::ChangeData;
-use tidal_proto::cdcpb::{ChangeDataEvent, ChangeDataRequest};
+use futures::future::{BoxFuture, Ready, ready};
+use tidal_proto::cdcpb::ChangeDataRequest;
+use tidal_proto::cdcpb::change_data_server::SERVICE_NAME;
 use tidal_proto::features::{EVENT_FEED_FEATURES_KEY, STREAM_MULTIPLEXING};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
+use tonic::codegen::{Body, Context, Poll, Service, StdError, http};
 use tonic::metadata::MetadataMap;
+use tonic::server::{Grpc, NamedService, StreamingService};
 use tonic::{Request, Response, Status, Streaming};
 
 use super::CdcHub;
 use super::sink::{self, Conn, FeatureGates, SenderExit};
+use super::wire::{FeedCodec, WireMessage};
 
 /// Capacity of the channel between a stream's sender task and tonic, in messages.
 const RESPONSE_CHANNEL_CAPACITY: usize = 4;
 
-/// The `ChangeData` service of one store, sharing the cluster's [`CdcHub`].
+/// gRPC path of `EventFeed`.
+const EVENT_FEED_PATH: &str = "/cdcpb.ChangeData/EventFeed";
+/// gRPC path of `EventFeedV2`.
+const EVENT_FEED_V2_PATH: &str = "/cdcpb.ChangeData/EventFeedV2";
+
+/// The response stream of one `EventFeed`/`EventFeedV2` call.
+type FeedStream = ReceiverStream<Result<WireMessage, Status>>;
+
+/// The `ChangeData` gRPC service of one store, sharing the cluster's [`CdcHub`]; add it to a
+/// tonic `Server` as it is.
 #[derive(Clone)]
 pub struct CdcService {
     hub: Arc<CdcHub>,
     store_id: u64,
+    max_decoding_message_size: Option<usize>,
 }
 
 impl fmt::Debug for CdcService {
@@ -149,7 +169,18 @@ pub(crate) fn gates_for(ticdc_version: &str) -> FeatureGates {
 
 impl CdcService {
     pub(super) fn new(hub: Arc<CdcHub>, store_id: u64) -> Self {
-        CdcService { hub, store_id }
+        CdcService {
+            hub,
+            store_id,
+            max_decoding_message_size: None,
+        }
+    }
+
+    /// Limits the size of a decoded request (tonic's default is 4 MiB).
+    #[must_use]
+    pub fn max_decoding_message_size(mut self, limit: usize) -> Self {
+        self.max_decoding_message_size = Some(limit);
+        self
     }
 
     /// The store this service belongs to.
@@ -161,7 +192,7 @@ impl CdcService {
         &self,
         request: Request<Streaming<ChangeDataRequest>>,
         v2: bool,
-    ) -> Result<Response<ReceiverStream<Result<ChangeDataEvent, Status>>>, Status> {
+    ) -> Result<Response<FeedStream>, Status> {
         let multiplexing = if v2 {
             parse_features(request.metadata())?
         } else {
@@ -226,24 +257,55 @@ async fn run_reader(hub: Arc<CdcHub>, conn: Arc<Conn>, mut requests: Streaming<C
     }
 }
 
-#[tonic::async_trait]
-impl ChangeData for CdcService {
-    type EventFeedStream = ReceiverStream<Result<ChangeDataEvent, Status>>;
-    type EventFeedV2Stream = ReceiverStream<Result<ChangeDataEvent, Status>>;
+/// One method of the service, as tonic's streaming handler sees it.
+struct FeedMethod {
+    service: CdcService,
+    v2: bool,
+}
 
-    async fn event_feed(
-        &self,
-        request: Request<Streaming<ChangeDataRequest>>,
-    ) -> Result<Response<Self::EventFeedStream>, Status> {
-        self.open(request, false)
+impl StreamingService<ChangeDataRequest> for FeedMethod {
+    type Response = WireMessage;
+    type ResponseStream = FeedStream;
+    type Future = Ready<Result<Response<FeedStream>, Status>>;
+
+    fn call(&mut self, request: Request<Streaming<ChangeDataRequest>>) -> Self::Future {
+        ready(self.service.open(request, self.v2))
+    }
+}
+
+impl<B> Service<http::Request<B>> for CdcService
+where
+    B: Body + Send + 'static,
+    B::Error: Into<StdError> + Send + 'static,
+{
+    type Response = http::Response<tonic::body::Body>;
+    type Error = Infallible;
+    type Future = BoxFuture<'static, Result<Self::Response, Infallible>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
     }
 
-    async fn event_feed_v2(
-        &self,
-        request: Request<Streaming<ChangeDataRequest>>,
-    ) -> Result<Response<Self::EventFeedV2Stream>, Status> {
-        self.open(request, true)
+    fn call(&mut self, req: http::Request<B>) -> Self::Future {
+        let v2 = match req.uri().path() {
+            EVENT_FEED_PATH => false,
+            EVENT_FEED_V2_PATH => true,
+            _ => return Box::pin(ready(Ok(Status::unimplemented("").into_http()))),
+        };
+        let method = FeedMethod {
+            service: self.clone(),
+            v2,
+        };
+        let limit = self.max_decoding_message_size;
+        Box::pin(async move {
+            let mut grpc = Grpc::new(FeedCodec).apply_max_message_size_config(limit, None);
+            Ok(grpc.streaming(method, req).await)
+        })
     }
+}
+
+impl NamedService for CdcService {
+    const NAME: &'static str = SERVICE_NAME;
 }
 
 #[cfg(test)]

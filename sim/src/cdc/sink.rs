@@ -24,12 +24,14 @@ use std::collections::VecDeque;
 use std::sync::OnceLock;
 use std::time::Duration;
 
+use bytes::Bytes;
 use parking_lot::Mutex;
-use prost::Message;
-use tidal_proto::cdcpb::{ChangeDataEvent, Event, ResolvedTs};
+use tidal_proto::cdcpb::ResolvedTs;
 use tokio::sync::{Notify, mpsc, watch};
 use tokio::time::Instant;
 use tonic::Status;
+
+use super::wire::{self, WireMessage};
 
 /// TiKV's upper bound for one `ChangeDataEvent` (CDC_RESP_MAX_BYTES).
 pub(crate) const RESP_MAX_BYTES: usize = 6 * 1024 * 1024;
@@ -45,7 +47,8 @@ pub(crate) struct FeatureGates {
 
 #[derive(Debug)]
 enum Item {
-    Event(Event, usize),
+    /// One `Event`, encoded and framed as a field of `ChangeDataEvent` (see `wire`).
+    Event(Bytes),
     Resolved(ResolvedTs),
 }
 
@@ -143,18 +146,17 @@ impl Conn {
         self.out.lock().bytes
     }
 
-    fn push_locked(q: &mut OutQueue, ready_at: Instant, ev: Event) {
-        let size = ev.encoded_len();
-        q.bytes = q.bytes.saturating_add(size);
+    fn push_locked(q: &mut OutQueue, ready_at: Instant, ev: Bytes) {
+        q.bytes = q.bytes.saturating_add(ev.len());
         q.items.push_back(Queued {
             ready_at,
-            item: Item::Event(ev, size),
+            item: Item::Event(ev),
         });
     }
 
-    /// Offers live events; all or nothing. Refused with `Congested` when the queue already holds
-    /// more than `quota` bytes.
-    pub(crate) fn offer_live(&self, events: Vec<Event>, delay: Duration, quota: usize) -> Offer {
+    /// Offers live events (encoded `Event`s, see `wire`); all or nothing. Refused with
+    /// `Congested` when the queue already holds more than `quota` bytes.
+    pub(crate) fn offer_live(&self, events: Vec<Bytes>, delay: Duration, quota: usize) -> Offer {
         let mut q = self.out.lock();
         if !matches!(q.closing, Closing::Open) {
             return Offer::Closed;
@@ -173,7 +175,7 @@ impl Conn {
 
     /// Queues events regardless of the quota (error events, scan chunks after waiting for room).
     /// Returns false if the stream is closing.
-    pub(crate) fn push_forced(&self, events: Vec<Event>, delay: Duration) -> bool {
+    pub(crate) fn push_forced(&self, events: Vec<Bytes>, delay: Duration) -> bool {
         let mut q = self.out.lock();
         if !matches!(q.closing, Closing::Open) {
             return false;
@@ -270,20 +272,19 @@ impl Conn {
             else {
                 return Next::Wait(None);
             };
-            return Next::Send(ChangeDataEvent {
-                events: Vec::new(),
-                resolved_ts: Some(rts),
-            });
+            let mut msg = WireMessage::default();
+            msg.push(wire::resolved_piece(&rts));
+            return Next::Send(msg);
         }
-        let mut events = Vec::new();
-        let mut bytes = 0usize;
-        while events.len() < max_events.max(1) {
+        let mut msg = WireMessage::default();
+        let mut events = 0usize;
+        while events < max_events.max(1) {
             let take = match q.items.front() {
                 Some(Queued {
                     ready_at,
-                    item: Item::Event(_, size),
+                    item: Item::Event(ev),
                 }) if *ready_at <= now => {
-                    events.is_empty() || bytes.saturating_add(*size) < RESP_MAX_BYTES
+                    events == 0 || msg.encoded_len().saturating_add(ev.len()) < RESP_MAX_BYTES
                 }
                 _ => false,
             };
@@ -291,24 +292,21 @@ impl Conn {
                 break;
             }
             if let Some(Queued {
-                item: Item::Event(ev, size),
+                item: Item::Event(ev),
                 ..
             }) = q.items.pop_front()
             {
-                bytes = bytes.saturating_add(size);
-                q.bytes = q.bytes.saturating_sub(size);
-                events.push(ev);
+                q.bytes = q.bytes.saturating_sub(ev.len());
+                events += 1;
+                msg.push(ev);
             }
         }
-        Next::Send(ChangeDataEvent {
-            events,
-            resolved_ts: None,
-        })
+        Next::Send(msg)
     }
 }
 
 enum Next {
-    Send(ChangeDataEvent),
+    Send(WireMessage),
     Wait(Option<Instant>),
     End(Option<Status>),
 }
@@ -325,7 +323,7 @@ pub(crate) enum SenderExit {
 /// Drains the stream's queue into the gRPC response channel until the stream ends.
 pub(crate) async fn run_sender(
     conn: &Conn,
-    tx: mpsc::Sender<Result<ChangeDataEvent, Status>>,
+    tx: mpsc::Sender<Result<WireMessage, Status>>,
     max_events: usize,
 ) -> SenderExit {
     loop {
@@ -363,14 +361,19 @@ pub(crate) async fn run_sender(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tidal_proto::cdcpb::event;
+    use prost::Message;
+    use tidal_proto::cdcpb::{ChangeDataEvent, Event, event};
 
-    fn ev(region: u64) -> Event {
-        Event {
+    fn ev(region: u64) -> Bytes {
+        wire::event_piece(&Event {
             region_id: region,
             event: Some(event::Event::ResolvedTs(1)),
             ..Default::default()
-        }
+        })
+    }
+
+    fn decoded(msg: WireMessage) -> ChangeDataEvent {
+        ChangeDataEvent::decode(msg.to_bytes().as_slice()).unwrap_or_default()
     }
 
     #[tokio::test]
@@ -397,6 +400,7 @@ mod tests {
         assert_eq!(run_sender(&conn, tx, 2).await, SenderExit::ServerClosed);
         let mut shapes = Vec::new();
         while let Some(Ok(msg)) = rx.recv().await {
+            let msg = decoded(msg);
             shapes.push((msg.events.len(), msg.resolved_ts.map(|r| r.ts)));
         }
         assert_eq!(
@@ -448,7 +452,7 @@ mod tests {
         assert!(start.elapsed() >= Duration::from_millis(150));
         let order: Vec<u64> = std::iter::from_fn(|| rx.try_recv().ok())
             .filter_map(Result::ok)
-            .map(|m| m.events[0].region_id)
+            .map(|m| decoded(m).events.first().map_or(0, |e| e.region_id))
             .collect();
         assert_eq!(order, vec![1, 2]);
     }
