@@ -876,8 +876,11 @@ async fn stalled_region_resolved_ts_is_frozen() {
 #[tokio::test]
 async fn live_commit_can_overtake_the_scan_prewrite() {
     let sim = start(1, 0, &[], cfg()).await;
+    // 50 MB of scan: well over what the stream's queue (4 MiB for a scan), the response
+    // channel (4 messages of up to 6 MiB) and the HTTP/2 windows hold before the client reads,
+    // so the scan is still running when the commit lands. (With 20 MB it could finish first.)
     let value = vec![b'x'; 10 * 1024];
-    for i in 0..2000u32 {
+    for i in 0..5000u32 {
         sim.put(format!("k{i:05}").as_bytes(), &value);
     }
     let s = sim.lock(b"zzz", b"last");
@@ -912,7 +915,7 @@ async fn live_commit_can_overtake_the_scan_prewrite() {
         .iter()
         .filter(|r| r.r#type == ty(LogType::Committed))
         .count();
-    assert_eq!(committed, 2000);
+    assert_eq!(committed, 5000);
     assert_eq!(all.last().map(|r| r.r#type), Some(ty(LogType::Initialized)));
 }
 

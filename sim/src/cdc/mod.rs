@@ -509,14 +509,16 @@ impl CdcHub {
                     let slot = match out.iter().position(|(id, _)| *id == ds.id) {
                         Some(i) => i,
                         None => {
-                            // Room for every remaining row: most batches go to one stream.
+                            // Room for every remaining row the size of this one: most
+                            // batches go to one stream and their rows are alike.
+                            let hint = row.entry_len().saturating_mul(n_events - i);
                             out.push((
                                 ds.id,
                                 wire::EntriesWriter::new(
                                     *rid,
                                     ds.request_id,
                                     self.cfg.max_entries_bytes,
-                                    n_events - i,
+                                    hint,
                                 ),
                             ));
                             out.len() - 1

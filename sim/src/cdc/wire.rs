@@ -210,6 +210,12 @@ impl<'a> RowRef<'a> {
             + varint_field_len(self.generation)
     }
 
+    /// Bytes [`put_entry`](Self::put_entry) appends.
+    pub(crate) fn entry_len(&self) -> usize {
+        let len = self.encoded_len();
+        1 + varint_len(len as u64) + len
+    }
+
     /// Appends the row as one element of `Entries.entries` (field 1: tag, length, row).
     pub(crate) fn put_entry(&self, out: &mut Vec<u8>) {
         let len = self.encoded_len();
@@ -249,9 +255,18 @@ pub(crate) struct EntriesWriter {
 }
 
 impl EntriesWriter {
-    /// An empty writer; `rows_hint` sizes the first body.
-    pub(crate) fn new(region_id: u64, request_id: u64, max_bytes: usize, rows_hint: usize) -> Self {
-        let mut body = Vec::with_capacity(HEADER_ROOM + rows_hint.saturating_mul(64));
+    /// An empty writer; `bytes_hint` (the expected encoded size of the rows) sizes the first
+    /// body, capped at what one `Event` holds.
+    pub(crate) fn new(
+        region_id: u64,
+        request_id: u64,
+        max_bytes: usize,
+        bytes_hint: usize,
+    ) -> Self {
+        let room = bytes_hint
+            .min(max_bytes.saturating_mul(2))
+            .saturating_add(16);
+        let mut body = Vec::with_capacity(HEADER_ROOM + room);
         body.resize(HEADER_ROOM, 0);
         EntriesWriter {
             region_id,
@@ -520,7 +535,7 @@ mod tests {
             request in ts(),
             max in prop_oneof![Just(32 * 1024usize), 1usize..800],
         ) {
-            let mut w = EntriesWriter::new(region, request, max, evs.len());
+            let mut w = EntriesWriter::new(region, request, max, evs.len() * 100);
             for ev in &evs {
                 w.push(&RowRef::of(ev));
             }

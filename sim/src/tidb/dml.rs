@@ -42,10 +42,10 @@ pub enum RowKind {
 pub struct RowWrite {
     /// Physical table id.
     pub table_id: i64,
-    /// Database name.
-    pub db: String,
-    /// Table name.
-    pub table: String,
+    /// Database name (shared by the table's rows).
+    pub db: Arc<str>,
+    /// Table name (shared by the table's rows).
+    pub table: Arc<str>,
     /// Insert, update or delete.
     pub kind: RowKind,
     /// The raw row key.
@@ -474,8 +474,8 @@ impl Txn {
         let key = self.write_row(table, &handle, &values, None)?;
         self.rows.push(RowWrite {
             table_id: table.id(),
-            db: table.db.clone(),
-            table: table.name().to_owned(),
+            db: Arc::clone(&table.names.0),
+            table: Arc::clone(&table.names.1),
             kind: RowKind::Insert,
             key,
             handle: handle.clone(),
@@ -508,8 +508,8 @@ impl Txn {
         let key = self.write_row(table, handle, &values, Some(&old))?;
         self.rows.push(RowWrite {
             table_id: table.id(),
-            db: table.db.clone(),
-            table: table.name().to_owned(),
+            db: Arc::clone(&table.names.0),
+            table: Arc::clone(&table.names.1),
             kind: RowKind::Update,
             key,
             handle: handle.clone(),
@@ -533,8 +533,8 @@ impl Txn {
         self.del(key.clone());
         self.rows.push(RowWrite {
             table_id: table.id(),
-            db: table.db.clone(),
-            table: table.name().to_owned(),
+            db: Arc::clone(&table.names.0),
+            table: Arc::clone(&table.names.1),
             kind: RowKind::Delete,
             key,
             handle: handle.clone(),

@@ -135,6 +135,8 @@ pub struct Table {
     row_id: Arc<AtomicI64>,
     /// The row layout DML derives from `info`.
     layout: Arc<dml::RowLayout>,
+    /// Database and table name, shared by every [`RowWrite`](dml::RowWrite) of the table.
+    names: (Arc<str>, Arc<str>),
 }
 
 impl Table {
@@ -216,8 +218,10 @@ impl Catalog {
 
     fn table(&self, id: i64) -> Result<Table, TidbError> {
         let e = self.entry(id)?;
+        let db = self.db_name(e.db_id);
         Ok(Table {
-            db: self.db_name(e.db_id),
+            names: (Arc::from(db.as_str()), Arc::from(e.info.name.O.as_str())),
+            db,
             db_id: e.db_id,
             info: Arc::clone(&e.info),
             row_id: Arc::clone(&e.row_id),

@@ -114,8 +114,8 @@ impl Recorder {
         for row in &info.rows {
             self.push(CommitRecord {
                 commit_ts,
-                db: row.db.clone(),
-                table: row.table.clone(),
+                db: row.db.to_string(),
+                table: row.table.to_string(),
                 table_id: row.table_id,
                 kind: RecordKind::Row(row.kind),
                 key: row.key.clone(),
