@@ -959,3 +959,110 @@ async fn batching_limits() {
     assert_eq!(total, 3001);
     assert_eq!(max_events, 64);
 }
+
+/// Each apply event reaches exactly the subscriptions of the region holding its key: one
+/// transaction across four regions (two of them subscribed twice, on different requests, one
+/// not at all), then again after a split re-registers the halves.
+#[tokio::test]
+async fn rows_are_routed_to_the_region_holding_the_key() {
+    let sim = start(1, 0, &[b"g", b"n", b"t"], cfg()).await;
+    let mut feed = sim.feed(1, Some("stream-multiplexing")).await;
+    // Regions: [-inf, g) [g, n) [n, t) [t, +inf); [n, t) is left unsubscribed.
+    let subs = [(b"a", 1u64), (b"g", 2), (b"t", 3), (b"a", 4), (b"t", 5)];
+    for (key, request) in subs {
+        feed.send(register(&sim.region_of(key), request, 0)).await;
+    }
+    let mut inits = 0;
+    feed.events_until(|e| {
+        inits += usize::from(is_initialized(e));
+        inits == subs.len()
+    })
+    .await;
+
+    let keys: [&[u8]; 6] = [b"", b"b", b"g", b"m", b"p", b"zz"];
+    let start_ts = sim.tso.next();
+    let muts: Vec<Mutation> = keys.iter().map(|k| Mutation::put(*k, b"v")).collect();
+    sim.store.prewrite(&muts, keys[1], start_ts).unwrap();
+    let commit_ts = sim.tso.next();
+    let raw: Vec<Vec<u8>> = keys.iter().map(|k| k.to_vec()).collect();
+    sim.store.commit(&raw, start_ts, commit_ts).unwrap();
+
+    // (request, region, key) of every COMMIT row, in arrival order per request.
+    let expected = |split: bool| -> Vec<(u64, u64, Vec<u8>)> {
+        let mut v = Vec::new();
+        for (key, request) in subs {
+            let region = sim.region_of(key);
+            if split && key == b"t" {
+                continue;
+            }
+            for k in keys {
+                if region.contains(&encode_key(k)) {
+                    v.push((request, region.id, k.to_vec()));
+                }
+            }
+        }
+        v.sort();
+        v
+    };
+    let want = expected(false);
+    let mut got = Vec::new();
+    let collected = tokio::time::timeout(
+        WAIT,
+        feed.events_until(|e| {
+            for r in rows(e) {
+                if r.r#type == ty(LogType::Commit) {
+                    got.push((e.request_id, e.region_id, r.key.clone()));
+                }
+            }
+            got.len() >= want.len()
+        }),
+    )
+    .await;
+    got.sort();
+    assert!(
+        collected.is_ok(),
+        "rows missing: got {got:?}, want {want:?}"
+    );
+    assert_eq!(got, want);
+
+    // Split [t, +inf) at "x": requests 3 and 5 end; re-register only the upper half on 6.
+    let old = sim.region_of(b"t");
+    let (_, upper) = sim.regions.split(&encode_key(b"x")).unwrap();
+    let mut ended = Vec::new();
+    feed.events_until(|e| {
+        if err(e).is_some_and(|x| x.epoch_not_match.is_some()) && e.region_id == old.id {
+            ended.push(e.request_id);
+        }
+        ended.len() == 2
+    })
+    .await;
+    ended.sort();
+    assert_eq!(ended, vec![3, 5]);
+    feed.send(register(&upper, 6, 0)).await;
+    feed.events_until(is_initialized).await;
+    let (_, c2) = sim.put(b"zz", b"w");
+    sim.put(b"u", b"lower half, unsubscribed");
+    let mut got = Vec::new();
+    let collected = tokio::time::timeout(
+        WAIT,
+        feed.events_until(|e| {
+            for r in rows(e) {
+                if r.r#type == ty(LogType::Commit) {
+                    got.push((e.request_id, e.region_id, r.key.clone(), r.commit_ts));
+                }
+            }
+            !got.is_empty()
+        }),
+    )
+    .await;
+    assert!(collected.is_ok(), "no row after the split");
+    assert_eq!(got, vec![(6, upper.id, b"zz".to_vec(), c2)]);
+    for m in drain_for(&mut feed, Duration::from_millis(200)).await {
+        for e in &m.events {
+            assert!(
+                rows(e).iter().all(|r| r.key != b"u"),
+                "a row of the unsubscribed half was sent: {e:?}"
+            );
+        }
+    }
+}

@@ -67,8 +67,9 @@ mod service;
 mod sink;
 mod wire;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
+use std::ops::Bound;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
@@ -127,6 +128,10 @@ impl Default for CdcConfig {
 struct HubState {
     /// Region id → its subscriptions.
     delegates: HashMap<u64, Delegate>,
+    /// The delegates by the (encoded) start key of their region, for routing apply events.
+    /// Delegates' regions never overlap: a split, merge or leader change ends every downstream
+    /// of the region it changes (removing its delegate) before the new regions can register.
+    by_start: BTreeMap<Vec<u8>, Vec<u64>>,
     /// Open streams.
     conns: HashMap<u64, Arc<Conn>>,
     /// Store id → initial scans not yet finished.
@@ -155,8 +160,14 @@ impl HubState {
             return false;
         };
         let ds = d.downstreams.swap_remove(pos);
-        if d.downstreams.is_empty() {
-            self.delegates.remove(&region_id);
+        if d.downstreams.is_empty()
+            && let Some(d) = self.delegates.remove(&region_id)
+            && let Some(ids) = self.by_start.get_mut(&d.region.start)
+        {
+            ids.retain(|id| *id != region_id);
+            if ids.is_empty() {
+                self.by_start.remove(&d.region.start);
+            }
         }
         if ds.scan_pending {
             self.finish_scan(ds.conn.store_id);
@@ -487,7 +498,18 @@ impl CdcHub {
             tidal_model::codec::bytes::encode_bytes(&mut ek, row.key());
             let (txn_source, commit_ts) = (row.txn_source(), row.commit_ts());
             targets.clear();
-            for (rid, d) in &st.delegates {
+            // The delegate whose region starts last at or before the key is the only one that
+            // can contain it (regions do not overlap).
+            let candidates = st
+                .by_start
+                .range::<[u8], _>((Bound::Unbounded, Bound::Included(ek.as_slice())))
+                .next_back()
+                .map(|(_, ids)| ids.as_slice())
+                .unwrap_or_default();
+            for (rid, d) in candidates
+                .iter()
+                .filter_map(|rid| st.delegates.get(rid).map(|d| (rid, d)))
+            {
                 if !delegate::region_contains(&d.region.start, &d.region.end, &ek) {
                     continue;
                 }
@@ -637,9 +659,16 @@ impl CdcHub {
             st.next_downstream_id = st.next_downstream_id.saturating_add(1);
             let id = st.next_downstream_id;
             *st.pending_scans.entry(conn.store_id).or_default() += 1;
-            let delegate = st.delegates.entry(region_id).or_insert_with(|| Delegate {
-                region: region.clone(),
-                downstreams: Vec::new(),
+            let st = &mut *st;
+            let delegate = st.delegates.entry(region_id).or_insert_with(|| {
+                st.by_start
+                    .entry(region.start.clone())
+                    .or_default()
+                    .push(region_id);
+                Delegate {
+                    region: region.clone(),
+                    downstreams: Vec::new(),
+                }
             });
             delegate.downstreams.push(Downstream {
                 id,
