@@ -128,7 +128,9 @@ async fn tso_stream_batches_and_checks_cluster_id() {
     assert!(a.timestamp.unwrap().logical >= 9);
     assert!(tb - 9 > ta, "{ta} {tb}");
     assert!(tc > tb);
-    assert_eq!(sim.tso().current(), tc);
+    // The stream advanced the cluster's oracle (the CDC resolved-ts ticker may have taken a
+    // timestamp since, hence at least).
+    assert!(sim.tso().current() >= tc);
     assert!(stream.message().await.unwrap().is_none());
 
     let mut bad = pd

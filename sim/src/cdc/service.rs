@@ -209,9 +209,8 @@ impl CdcService {
             requests,
         ));
         let hub = Arc::clone(&self.hub);
-        let max_events = hub.cfg.max_events_per_message;
         tokio::spawn(async move {
-            if sink::run_sender(&conn, tx, max_events).await == SenderExit::ClientGone {
+            if sink::run_sender(&conn, tx).await == SenderExit::ClientGone {
                 hub.close_conn(conn.id, None);
             }
         });

@@ -19,6 +19,10 @@
 //!
 //! The `set_event_delay` fault stamps each item with a release time; the sender holds the head of
 //! the queue until then, which delays delivery without reordering.
+//!
+//! Linger: after sending, the sender waits out `CdcConfig::send_linger` (unless a full message is
+//! already queued) before it takes the next one, so a busy stream sends one message per batch
+//! of transactions rather than one per transaction; an idle stream is not delayed.
 
 use std::collections::VecDeque;
 use std::sync::OnceLock;
@@ -95,6 +99,7 @@ pub(crate) struct Conn {
     /// `stream-multiplexing` negotiated (EventFeedV2 header).
     pub multiplexing: bool,
     gates: OnceLock<FeatureGates>,
+    limits: SendLimits,
     out: Mutex<OutQueue>,
     wake: Notify,
     space: Notify,
@@ -103,12 +108,13 @@ pub(crate) struct Conn {
 
 impl Conn {
     /// A new open stream.
-    pub(crate) fn new(id: u64, store_id: u64, multiplexing: bool) -> Self {
+    pub(crate) fn new(id: u64, store_id: u64, multiplexing: bool, limits: SendLimits) -> Self {
         Conn {
             id,
             store_id,
             multiplexing,
             gates: OnceLock::new(),
+            limits,
             out: Mutex::new(OutQueue {
                 items: VecDeque::new(),
                 bytes: 0,
@@ -154,6 +160,21 @@ impl Conn {
         });
     }
 
+    /// Whether `q` holds a full message (`max_events` events or `RESP_MAX_BYTES`).
+    fn is_full(&self, q: &OutQueue) -> bool {
+        q.items.len() >= self.limits.max_events.max(1) || q.bytes >= RESP_MAX_BYTES
+    }
+
+    /// Wakes the sender if it may be waiting for this push: the queue was empty (the sender
+    /// idles or lingers with nothing to send) or just became full (a lingering sender sends it
+    /// now). Otherwise the sender already has work and will find the new items; not waking it
+    /// per push saves a thread wake-up per transaction on a busy stream.
+    fn wake_after_push(&self, q: &OutQueue, was_empty: bool) {
+        if was_empty || self.is_full(q) {
+            self.wake.notify_one();
+        }
+    }
+
     /// Offers live events (encoded `Event`s, see `wire`); all or nothing. Refused with
     /// `Congested` when the queue already holds more than `quota` bytes.
     pub(crate) fn offer_live(&self, events: Vec<Bytes>, delay: Duration, quota: usize) -> Offer {
@@ -165,11 +186,11 @@ impl Conn {
             return Offer::Congested;
         }
         let ready_at = Instant::now() + delay;
+        let was_empty = q.items.is_empty();
         for ev in events {
             Self::push_locked(&mut q, ready_at, ev);
         }
-        drop(q);
-        self.wake.notify_one();
+        self.wake_after_push(&q, was_empty);
         Offer::Queued
     }
 
@@ -181,11 +202,11 @@ impl Conn {
             return false;
         }
         let ready_at = Instant::now() + delay;
+        let was_empty = q.items.is_empty();
         for ev in events {
             Self::push_locked(&mut q, ready_at, ev);
         }
-        drop(q);
-        self.wake.notify_one();
+        self.wake_after_push(&q, was_empty);
         true
     }
 
@@ -196,12 +217,12 @@ impl Conn {
         if !matches!(q.closing, Closing::Open) || q.bytes > quota {
             return;
         }
+        let was_empty = q.items.is_empty();
         q.items.push_back(Queued {
             ready_at: Instant::now() + delay,
             item: Item::Resolved(rts),
         });
-        drop(q);
-        self.wake.notify_one();
+        self.wake_after_push(&q, was_empty);
     }
 
     /// Waits until the queue holds at most `limit` bytes or the stream closes.
@@ -244,6 +265,13 @@ impl Conn {
         self.cancel.send_replace(true);
         self.wake.notify_one();
         self.space.notify_waiters();
+    }
+
+    /// Whether a full message is queued or the stream is closing: then the sender does not
+    /// linger.
+    fn full_or_closing(&self) -> bool {
+        let q = self.out.lock();
+        self.is_full(&q) || !matches!(q.closing, Closing::Open)
     }
 
     /// Takes the next message to send, or the terminal status. `Ok(None)` means "nothing ready
@@ -320,13 +348,35 @@ pub(crate) enum SenderExit {
     ClientGone,
 }
 
+/// How a sender batches its stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct SendLimits {
+    /// At most this many `Event`s per message.
+    pub max_events: usize,
+    /// Minimum spacing of messages while the stream is busy (see the module docs).
+    pub linger: Duration,
+}
+
 /// Drains the stream's queue into the gRPC response channel until the stream ends.
 pub(crate) async fn run_sender(
     conn: &Conn,
     tx: mpsc::Sender<Result<WireMessage, Status>>,
-    max_events: usize,
 ) -> SenderExit {
+    let SendLimits { max_events, linger } = conn.limits;
+    let mut last_sent: Option<Instant> = None;
     loop {
+        // Linger after a send until the deadline, a full message or the stream closing.
+        while let Some(at) = last_sent.map(|t| t + linger) {
+            let notified = conn.wake.notified();
+            if Instant::now() >= at || conn.full_or_closing() {
+                break;
+            }
+            tokio::select! {
+                () = tokio::time::sleep_until(at) => break,
+                () = notified => {}
+                () = tx.closed() => return SenderExit::ClientGone,
+            }
+        }
         let notified = conn.wake.notified();
         match conn.next_message(max_events) {
             Next::Send(msg) => {
@@ -334,6 +384,7 @@ pub(crate) async fn run_sender(
                 if tx.send(Ok(msg)).await.is_err() {
                     return SenderExit::ClientGone;
                 }
+                last_sent = (!linger.is_zero()).then(Instant::now);
             }
             Next::Wait(None) => {
                 tokio::select! {
@@ -362,6 +413,7 @@ pub(crate) async fn run_sender(
 mod tests {
     use super::*;
     use prost::Message;
+    use std::sync::Arc;
     use tidal_proto::cdcpb::{ChangeDataEvent, Event, event};
 
     fn ev(region: u64) -> Bytes {
@@ -372,13 +424,20 @@ mod tests {
         })
     }
 
+    fn limits(max_events: usize) -> SendLimits {
+        SendLimits {
+            max_events,
+            linger: Duration::ZERO,
+        }
+    }
+
     fn decoded(msg: WireMessage) -> ChangeDataEvent {
         ChangeDataEvent::decode(msg.to_bytes().as_slice()).unwrap_or_default()
     }
 
     #[tokio::test]
     async fn batches_events_and_isolates_resolved_ts() {
-        let conn = Conn::new(1, 1, true);
+        let conn = Conn::new(1, 1, true, limits(2));
         let (tx, mut rx) = mpsc::channel(16);
         for i in 0..5 {
             assert_eq!(
@@ -397,7 +456,7 @@ mod tests {
         );
         assert!(conn.push_forced(vec![ev(9)], Duration::ZERO));
         conn.close_graceful();
-        assert_eq!(run_sender(&conn, tx, 2).await, SenderExit::ServerClosed);
+        assert_eq!(run_sender(&conn, tx).await, SenderExit::ServerClosed);
         let mut shapes = Vec::new();
         while let Some(Ok(msg)) = rx.recv().await {
             let msg = decoded(msg);
@@ -411,7 +470,7 @@ mod tests {
 
     #[tokio::test]
     async fn congestion_refuses_live_but_not_forced() {
-        let conn = Conn::new(1, 1, false);
+        let conn = Conn::new(1, 1, false, limits(64));
         assert_eq!(
             conn.offer_live(vec![ev(1)], Duration::ZERO, 0),
             Offer::Queued
@@ -428,7 +487,7 @@ mod tests {
             Offer::Closed
         );
         let (tx, mut rx) = mpsc::channel(4);
-        assert_eq!(run_sender(&conn, tx, 64).await, SenderExit::ServerClosed);
+        assert_eq!(run_sender(&conn, tx).await, SenderExit::ServerClosed);
         let first = rx.recv().await;
         assert!(matches!(first, Some(Err(ref s)) if s.code() == tonic::Code::Unavailable));
         assert!(rx.recv().await.is_none());
@@ -436,7 +495,7 @@ mod tests {
 
     #[tokio::test]
     async fn delay_holds_events_back_in_order() {
-        let conn = Conn::new(1, 1, false);
+        let conn = Conn::new(1, 1, false, limits(1));
         assert_eq!(
             conn.offer_live(vec![ev(1)], Duration::from_millis(150), usize::MAX),
             Offer::Queued
@@ -448,12 +507,63 @@ mod tests {
         conn.close_graceful();
         let (tx, mut rx) = mpsc::channel(4);
         let start = Instant::now();
-        assert_eq!(run_sender(&conn, tx, 1).await, SenderExit::ServerClosed);
+        assert_eq!(run_sender(&conn, tx).await, SenderExit::ServerClosed);
         assert!(start.elapsed() >= Duration::from_millis(150));
         let order: Vec<u64> = std::iter::from_fn(|| rx.try_recv().ok())
             .filter_map(Result::ok)
             .map(|m| decoded(m).events.first().map_or(0, |e| e.region_id))
             .collect();
         assert_eq!(order, vec![1, 2]);
+    }
+
+    /// A busy stream's later events wait out the linger and leave together; a full message does
+    /// not wait; an idle stream's first event leaves at once.
+    #[tokio::test(start_paused = true)]
+    async fn linger_batches_a_busy_stream() {
+        let linger = Duration::from_millis(100);
+        let limits = SendLimits {
+            max_events: 3,
+            linger,
+        };
+        let conn = Arc::new(Conn::new(1, 1, false, limits));
+        let (tx, mut rx) = mpsc::channel(16);
+        let sender = {
+            let conn = Arc::clone(&conn);
+            tokio::spawn(async move { run_sender(&conn, tx).await })
+        };
+        let start = Instant::now();
+        let offer = |region| conn.offer_live(vec![ev(region)], Duration::ZERO, usize::MAX);
+        assert_eq!(offer(1), Offer::Queued);
+        let first = rx.recv().await.and_then(Result::ok).map(decoded);
+        assert_eq!(first.map(|m| m.events.len()), Some(1));
+        assert_eq!(
+            start.elapsed(),
+            Duration::ZERO,
+            "an idle stream sends at once"
+        );
+        for region in [2, 3] {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            assert_eq!(offer(region), Offer::Queued);
+        }
+        let second = rx.recv().await.and_then(Result::ok).map(decoded);
+        let regions: Vec<u64> = second
+            .map(|m| m.events.iter().map(|e| e.region_id).collect())
+            .unwrap_or_default();
+        assert_eq!(
+            regions,
+            vec![2, 3],
+            "events queued during the linger leave together"
+        );
+        assert_eq!(start.elapsed(), linger);
+        // A full message (3 events) leaves without waiting out the linger.
+        let sent_at = Instant::now();
+        for region in [4, 5, 6] {
+            assert_eq!(offer(region), Offer::Queued);
+        }
+        let third = rx.recv().await.and_then(Result::ok).map(decoded);
+        assert_eq!(third.map(|m| m.events.len()), Some(3));
+        assert_eq!(sent_at.elapsed(), Duration::ZERO);
+        conn.close_graceful();
+        assert_eq!(sender.await.ok(), Some(SenderExit::ServerClosed));
     }
 }
