@@ -35,7 +35,7 @@ const fn tag(field: u8, wire_type: u8) -> u8 {
 /// Encoded length of a varint.
 pub(crate) fn varint_len(v: u64) -> usize {
     // 1 byte per started 7 bits; 0 takes one byte.
-    ((64 - (v | 1).leading_zeros() as usize) + 6) / 7
+    (64 - (v | 1).leading_zeros() as usize).div_ceil(7)
 }
 
 fn put_varint(out: &mut Vec<u8>, mut v: u64) {
