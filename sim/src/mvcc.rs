@@ -24,8 +24,11 @@
 //!   out while validating, putting every taken lock back if a later key fails).
 //!
 //! Values move from the lock into the write record at commit. The events handed to an
-//! observer are built only when one is installed, and handed over by value
-//! ([`ApplyObserver::on_apply_owned`]) so the observer can move their buffers on.
+//! observer are built only when one is installed, and by reference
+//! ([`ApplyObserver::on_apply_refs`]): keys, values and old values are borrowed from the
+//! operation's input and the write map, so no event copies a buffer. They are handed over after
+//! validation and before the write map changes, under the write lock, which is the same instant
+//! to anyone else.
 //!
 //! Every write operation (prewrite, commit, rollback, 1PC) validates all its keys first and then
 //! applies all of them, like a TiKV command whose key errors abort the whole write batch. It runs
@@ -268,17 +271,196 @@ pub enum ApplyEvent {
     },
 }
 
+/// An [`ApplyEvent`] by reference: what the store hands its observer, borrowing keys and values
+/// from the write operation's input and from the store instead of copying them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ApplyEventRef<'a> {
+    /// A lock was written (or rewritten); see [`ApplyEvent::Prewrite`].
+    Prewrite {
+        /// Raw key.
+        key: &'a [u8],
+        /// Transaction start_ts.
+        start_ts: u64,
+        /// Put or Delete.
+        op: Op,
+        /// The value (empty for Delete and for lock-only rewrites).
+        value: &'a [u8],
+        /// The newest committed value before the write (empty if none or deleted).
+        old_value: &'a [u8],
+        /// Pipelined-DML generation.
+        generation: u64,
+        /// txn_source bitmap.
+        txn_source: u64,
+    },
+    /// A 2PC commit record was written; see [`ApplyEvent::Commit`].
+    Commit {
+        /// Raw key.
+        key: &'a [u8],
+        /// Transaction start_ts.
+        start_ts: u64,
+        /// Commit ts.
+        commit_ts: u64,
+        /// Put or Delete.
+        op: Op,
+        /// txn_source bitmap.
+        txn_source: u64,
+    },
+    /// A rollback record was written; see [`ApplyEvent::Rollback`].
+    Rollback {
+        /// Raw key.
+        key: &'a [u8],
+        /// The rolled-back transaction's start_ts.
+        start_ts: u64,
+    },
+    /// A 1PC commit; see [`ApplyEvent::OnePc`].
+    OnePc {
+        /// Raw key.
+        key: &'a [u8],
+        /// Transaction start_ts.
+        start_ts: u64,
+        /// Commit ts.
+        commit_ts: u64,
+        /// Put or Delete.
+        op: Op,
+        /// The value (empty for Delete).
+        value: &'a [u8],
+        /// The newest committed value before the write (empty if none or deleted).
+        old_value: &'a [u8],
+        /// txn_source bitmap.
+        txn_source: u64,
+    },
+}
+
+impl ApplyEventRef<'_> {
+    /// An owned copy.
+    pub fn to_owned_event(&self) -> ApplyEvent {
+        match *self {
+            ApplyEventRef::Prewrite {
+                key,
+                start_ts,
+                op,
+                value,
+                old_value,
+                generation,
+                txn_source,
+            } => ApplyEvent::Prewrite {
+                key: key.to_vec(),
+                start_ts,
+                op,
+                value: value.to_vec(),
+                old_value: old_value.to_vec(),
+                generation,
+                txn_source,
+            },
+            ApplyEventRef::Commit {
+                key,
+                start_ts,
+                commit_ts,
+                op,
+                txn_source,
+            } => ApplyEvent::Commit {
+                key: key.to_vec(),
+                start_ts,
+                commit_ts,
+                op,
+                txn_source,
+            },
+            ApplyEventRef::Rollback { key, start_ts } => ApplyEvent::Rollback {
+                key: key.to_vec(),
+                start_ts,
+            },
+            ApplyEventRef::OnePc {
+                key,
+                start_ts,
+                commit_ts,
+                op,
+                value,
+                old_value,
+                txn_source,
+            } => ApplyEvent::OnePc {
+                key: key.to_vec(),
+                start_ts,
+                commit_ts,
+                op,
+                value: value.to_vec(),
+                old_value: old_value.to_vec(),
+                txn_source,
+            },
+        }
+    }
+}
+
+impl ApplyEvent {
+    /// The event by reference.
+    pub fn as_event_ref(&self) -> ApplyEventRef<'_> {
+        match self {
+            ApplyEvent::Prewrite {
+                key,
+                start_ts,
+                op,
+                value,
+                old_value,
+                generation,
+                txn_source,
+            } => ApplyEventRef::Prewrite {
+                key,
+                start_ts: *start_ts,
+                op: *op,
+                value,
+                old_value,
+                generation: *generation,
+                txn_source: *txn_source,
+            },
+            ApplyEvent::Commit {
+                key,
+                start_ts,
+                commit_ts,
+                op,
+                txn_source,
+            } => ApplyEventRef::Commit {
+                key,
+                start_ts: *start_ts,
+                commit_ts: *commit_ts,
+                op: *op,
+                txn_source: *txn_source,
+            },
+            ApplyEvent::Rollback { key, start_ts } => ApplyEventRef::Rollback {
+                key,
+                start_ts: *start_ts,
+            },
+            ApplyEvent::OnePc {
+                key,
+                start_ts,
+                commit_ts,
+                op,
+                value,
+                old_value,
+                txn_source,
+            } => ApplyEventRef::OnePc {
+                key,
+                start_ts: *start_ts,
+                commit_ts: *commit_ts,
+                op: *op,
+                value,
+                old_value,
+                txn_source: *txn_source,
+            },
+        }
+    }
+}
+
 /// Receives every applied write, synchronously and in apply order.
 pub trait ApplyObserver: Send + Sync {
     /// Called once per write operation with all its effects, while the store's write lock is
     /// held. Must not call back into the store.
     fn on_apply(&self, events: &[ApplyEvent]);
 
-    /// The same call with the events handed over by value, so an observer can move their keys
-    /// and values on instead of copying them. This is the method the store calls; the default
-    /// forwards to [`on_apply`](Self::on_apply).
-    fn on_apply_owned(&self, events: Vec<ApplyEvent>) {
-        self.on_apply(&events);
+    /// The same call with the events by reference; this is the method the store calls. The
+    /// default copies the events and forwards to [`on_apply`](Self::on_apply); an observer
+    /// that only reads the events (CDC encodes them) implements this one to avoid the copies.
+    fn on_apply_refs(&self, events: &[ApplyEventRef<'_>]) {
+        let owned: Vec<ApplyEvent> = events.iter().map(ApplyEventRef::to_owned_event).collect();
+        self.on_apply(&owned);
     }
 
     /// Called when a region change takes its place in apply order (under the same lock, before
@@ -616,10 +798,24 @@ fn insert_sorted(ws: &mut Vec<Write>, w: Write) {
 
 /// The committed value a new write replaces: the newest Put/Delete version (empty if none).
 fn latest_value(writes: Option<&History>) -> Vec<u8> {
+    latest_value_ref(writes).to_vec()
+}
+
+/// [`latest_value`] by reference.
+fn latest_value_ref(writes: Option<&History>) -> &[u8] {
     writes
         .and_then(|ws| ws.as_slice().iter().rev().find(|w| w.op().is_some()))
-        .map(|w| w.value().to_vec())
+        .map(|w| w.value())
         .unwrap_or_default()
+}
+
+/// Hands `events` to the observer, if there is one and there are events.
+fn notify(observer: Option<&Arc<dyn ApplyObserver>>, events: &[ApplyEventRef<'_>]) {
+    if let Some(obs) = observer
+        && !events.is_empty()
+    {
+        obs.on_apply_refs(events);
+    }
 }
 
 type KeyBounds = (Bound<Key>, Bound<Key>);
@@ -699,31 +895,29 @@ impl Inner {
         }
     }
 
-    /// Validates one key of a prewrite with one search of each map; also returns the key's
-    /// newest committed value when `want_old` (prewrites do not change the write map, so it is
-    /// the old value at apply time too).
-    fn check_prewrite(
-        &self,
+    /// Validates one key of a prewrite with one search of each map. Returns the action, the
+    /// op of the transaction's existing lock on a rewrite, and the key's history (prewrites do
+    /// not change the write map, so its newest value is the old value at apply time too).
+    fn check_prewrite_in<'w>(
+        locks: &BTreeMap<Key, Lock>,
+        writes: &'w BTreeMap<Key, History>,
         key: &Key,
         raw: &[u8],
         primary: &[u8],
         start_ts: u64,
-        want_old: bool,
-    ) -> Result<(PrewriteAction, Vec<u8>), TxnError> {
-        let writes = self.writes.get(key);
-        let action = match self.locks.get(key) {
+    ) -> Result<(PrewriteAction, Option<Op>, Option<&'w History>), TxnError> {
+        let history = writes.get(key);
+        let (action, lock_op) = match locks.get(key) {
             Some(lock) if lock.start_ts != start_ts => {
                 return Err(TxnError::Locked(lock.info(raw)));
             }
-            Some(_) => PrewriteAction::Rewrite,
-            None => Self::check_history_in(writes, raw, primary, start_ts)?,
+            Some(lock) => (PrewriteAction::Rewrite, Some(lock.op)),
+            None => (
+                Self::check_history_in(history, raw, primary, start_ts)?,
+                None,
+            ),
         };
-        let old = if want_old && action != PrewriteAction::AlreadyCommitted {
-            latest_value(writes)
-        } else {
-            Vec::new()
-        };
-        Ok((action, old))
+        Ok((action, lock_op, history))
     }
 
     /// The commit record of `start_ts` on `key`, if any (rollbacks included).
@@ -788,12 +982,8 @@ impl Inner {
         Ok(())
     }
 
-    fn notify(&self, events: Vec<ApplyEvent>) {
-        if let Some(obs) = &self.observer
-            && !events.is_empty()
-        {
-            obs.on_apply_owned(events);
-        }
+    fn notify(&self, events: &[ApplyEventRef<'_>]) {
+        notify(self.observer.as_ref(), events);
     }
 
     fn merged(&self, start: &[u8], end: &[u8], reverse: bool) -> Merged<'_> {
@@ -1015,20 +1205,62 @@ impl MvccStore {
         start_ts: u64,
         opts: &PrewriteOptions,
     ) -> Result<(), TxnError> {
-        let mut values = values.map(Vec::into_iter);
         let mut guard = self.inner.write();
-        let inner = &mut *guard;
-        let observe = inner.observer.is_some();
+        let Inner {
+            locks,
+            writes,
+            observer,
+            ..
+        } = &mut *guard;
+        let observer = observer.as_ref();
         let mut checked = Vec::with_capacity(muts.len());
+        // Old values, borrowed from the write map (which a prewrite does not change).
+        let mut olds: Vec<&[u8]> =
+            Vec::with_capacity(if observer.is_some() { muts.len() } else { 0 });
         for m in muts {
             let key = Key::new(&m.key);
-            let (action, old_value) =
-                inner.check_prewrite(&key, &m.key, primary, start_ts, observe)?;
-            checked.push((key, action, old_value));
+            let (action, lock_op, history) =
+                Inner::check_prewrite_in(locks, writes, &key, &m.key, primary, start_ts)?;
+            if observer.is_some() {
+                olds.push(match action {
+                    PrewriteAction::AlreadyCommitted => &[],
+                    _ => latest_value_ref(history),
+                });
+            }
+            checked.push((key, action, lock_op));
+        }
+        if observer.is_some() {
+            let mut events = Vec::with_capacity(muts.len());
+            for (i, (m, (_, action, lock_op))) in muts.iter().zip(&checked).enumerate() {
+                let value: &[u8] = match (m.op, &values) {
+                    (Op::Delete, _) => &[],
+                    (Op::Put, Some(vs)) => vs.get(i).map_or(&[], Vec::as_slice),
+                    (Op::Put, None) => &m.value,
+                };
+                let (op, value) = match action {
+                    PrewriteAction::AlreadyCommitted => continue,
+                    // TiKV emits nothing for a new lock that carries no value (pipelined or
+                    // lock-only writes); only a rewrite of an existing lock shows up, as a
+                    // PREWRITE with an empty value (a "fake prewrite") and the lock's op.
+                    PrewriteAction::Fresh if opts.lock_only => continue,
+                    _ if opts.lock_only => (lock_op.unwrap_or(m.op), &[][..]),
+                    _ => (m.op, value),
+                };
+                events.push(ApplyEventRef::Prewrite {
+                    key: &m.key,
+                    start_ts,
+                    op,
+                    value,
+                    old_value: olds.get(i).copied().unwrap_or_default(),
+                    generation: opts.generation,
+                    txn_source: opts.txn_source,
+                });
+            }
+            notify(observer, &events);
         }
         let primary: Arc<[u8]> = Arc::from(primary);
-        let mut events = Vec::with_capacity(if observe { muts.len() } else { 0 });
-        for (m, (key, action, old_value)) in muts.iter().zip(checked) {
+        let mut values = values.map(Vec::into_iter);
+        for (m, (key, action, _)) in muts.iter().zip(checked) {
             let given = values.as_mut().and_then(Iterator::next);
             if action == PrewriteAction::AlreadyCommitted {
                 continue;
@@ -1038,11 +1270,9 @@ impl MvccStore {
             } else {
                 given.unwrap_or_else(|| m.value.clone())
             };
-            let event_op;
-            let event_value;
             // Only a rewrite looks its lock up again; a fresh lock goes straight to the insert.
             let existing = match action {
-                PrewriteAction::Rewrite => inner.locks.get_mut(&key),
+                PrewriteAction::Rewrite => locks.get_mut(&key),
                 _ => None,
             };
             match existing {
@@ -1056,20 +1286,8 @@ impl MvccStore {
                         lock.op = m.op;
                         lock.value = value;
                     }
-                    event_op = lock.op;
-                    event_value = if opts.lock_only || !observe {
-                        Vec::new()
-                    } else {
-                        lock.value.clone()
-                    };
                 }
                 None => {
-                    event_op = m.op;
-                    event_value = if opts.lock_only || !observe {
-                        Vec::new()
-                    } else {
-                        value.clone()
-                    };
                     let lock = Lock {
                         start_ts,
                         primary: Arc::clone(&primary),
@@ -1080,28 +1298,10 @@ impl MvccStore {
                         txn_source: opts.txn_source,
                         for_update_ts: opts.for_update_ts,
                     };
-                    inner.locks.insert(key, lock);
-                    if opts.lock_only {
-                        // TiKV emits nothing for a new lock that carries no value (pipelined
-                        // or lock-only writes); only a rewrite of an existing lock shows up, as
-                        // a PREWRITE with an empty value (a "fake prewrite").
-                        continue;
-                    }
+                    locks.insert(key, lock);
                 }
             }
-            if observe {
-                events.push(ApplyEvent::Prewrite {
-                    key: m.key.clone(),
-                    start_ts,
-                    op: event_op,
-                    value: event_value,
-                    old_value,
-                    generation: opts.generation,
-                    txn_source: opts.txn_source,
-                });
-            }
         }
-        inner.notify(events);
         Ok(())
     }
 
@@ -1135,16 +1335,22 @@ impl MvccStore {
             });
         }
         let mut guard = self.inner.write();
-        let inner = &mut *guard;
-        let Inner { locks, writes, .. } = inner;
+        let Inner {
+            locks,
+            writes,
+            observer,
+            ..
+        } = &mut *guard;
         // Validation takes each lock of the transaction out as it goes (one search per key for
         // both); if a later key fails, the taken locks go back, leaving the store as it was.
-        let mut taken: Vec<(Key, Lock)> = Vec::with_capacity(keys.len());
-        for raw in keys {
+        // Each taken lock keeps the position of its key in `keys` (events borrow the key there).
+        let mut taken: Vec<(Key, Lock, usize)> = Vec::with_capacity(keys.len());
+        for (i, raw) in keys.iter().enumerate() {
             let raw = key_of(raw);
             let checked = match locks.entry(Key::new(raw)) {
                 Entry::Occupied(e) if e.get().start_ts == start_ts => {
-                    taken.push(e.remove_entry());
+                    let (k, lock) = e.remove_entry();
+                    taken.push((k, lock, i));
                     Ok(())
                 }
                 Entry::Occupied(e) => check_commit_unlocked(writes, e.key(), raw, start_ts),
@@ -1154,28 +1360,28 @@ impl MvccStore {
                 // A key listed twice had its lock taken by its first occurrence: that one is
                 // committed (and this one is a no-op), as if validated before any apply.
                 let key = Key::new(raw);
-                if taken.iter().any(|(k, _)| *k == key) {
+                if taken.iter().any(|(k, _, _)| *k == key) {
                     continue;
                 }
-                for (k, lock) in taken {
+                for (k, lock, _) in taken {
                     locks.insert(k, lock);
                 }
                 return Err(err);
             }
         }
-        let observe = inner.observer.is_some();
-        let mut events = Vec::with_capacity(if observe { taken.len() } else { 0 });
-        for (key, lock) in taken {
-            if observe {
-                events.push(ApplyEvent::Commit {
-                    key: key.to_vec(),
+        let observer = observer.as_ref();
+        let mut events = Vec::with_capacity(if observer.is_some() { taken.len() } else { 0 });
+        for (key, lock, i) in taken {
+            if observer.is_some() {
+                events.push(ApplyEventRef::Commit {
+                    key: keys.get(i).map(&key_of).unwrap_or_default(),
                     start_ts,
                     commit_ts,
                     op: lock.op,
                     txn_source: lock.txn_source,
                 });
             }
-            inner.writes.entry(key).or_default().insert(Write::data(
+            writes.entry(key).or_default().insert(Write::data(
                 start_ts,
                 commit_ts,
                 lock.op,
@@ -1183,7 +1389,7 @@ impl MvccStore {
                 lock.txn_source,
             ));
         }
-        inner.notify(events);
+        notify(observer, &events);
         Ok(())
     }
 
@@ -1212,13 +1418,10 @@ impl MvccStore {
             };
             inner.write_rollback(key, start_ts);
             if observe {
-                events.push(ApplyEvent::Rollback {
-                    key: raw.clone(),
-                    start_ts,
-                });
+                events.push(ApplyEventRef::Rollback { key: raw, start_ts });
             }
         }
-        inner.notify(events);
+        inner.notify(&events);
         Ok(())
     }
 
@@ -1281,10 +1484,15 @@ impl MvccStore {
         txn_source: u64,
         alloc_commit_ts: impl FnOnce() -> u64,
     ) -> Result<u64, TxnError> {
-        let mut values = values.map(Vec::into_iter);
         let primary = muts.first().map(|m| m.key.as_slice()).unwrap_or_default();
         let mut guard = self.inner.write();
-        let inner = &mut *guard;
+        let Inner {
+            locks,
+            writes,
+            observer,
+            ..
+        } = &mut *guard;
+        let observer = observer.as_ref();
         let commit_ts = alloc_commit_ts();
         if commit_ts <= start_ts {
             return Err(TxnError::InvalidCommitTs {
@@ -1293,17 +1501,48 @@ impl MvccStore {
             });
         }
         let mut checked = Vec::with_capacity(muts.len());
+        // Old values, borrowed from the write map until the events are out. (A write operation's
+        // keys are distinct — TiDB's buffer makes them so — so each old value is the one before
+        // the operation.)
+        let mut olds: Vec<&[u8]> =
+            Vec::with_capacity(if observer.is_some() { muts.len() } else { 0 });
         for m in muts {
             let key = Key::new(&m.key);
-            if let Some(lock) = inner.locks.get(&key) {
+            if let Some(lock) = locks.get(&key) {
                 return Err(TxnError::Locked(lock.info(&m.key)));
             }
-            let action =
-                Inner::check_history_in(inner.writes.get(&key), &m.key, primary, start_ts)?;
+            let history = writes.get(&key);
+            let action = Inner::check_history_in(history, &m.key, primary, start_ts)?;
+            if observer.is_some() {
+                olds.push(latest_value_ref(history));
+            }
             checked.push((key, action));
         }
-        let observe = inner.observer.is_some();
-        let mut events = Vec::with_capacity(if observe { muts.len() } else { 0 });
+        if observer.is_some() {
+            let mut events = Vec::with_capacity(muts.len());
+            for (i, (m, (_, action))) in muts.iter().zip(&checked).enumerate() {
+                if *action == PrewriteAction::AlreadyCommitted {
+                    continue;
+                }
+                let value: &[u8] = match (m.op, &values) {
+                    (Op::Delete, _) => &[],
+                    (Op::Put, Some(vs)) => vs.get(i).map_or(&[], Vec::as_slice),
+                    (Op::Put, None) => &m.value,
+                };
+                events.push(ApplyEventRef::OnePc {
+                    key: &m.key,
+                    start_ts,
+                    commit_ts,
+                    op: m.op,
+                    value,
+                    old_value: olds.get(i).copied().unwrap_or_default(),
+                    txn_source,
+                });
+            }
+            notify(observer, &events);
+        }
+        drop(olds);
+        let mut values = values.map(Vec::into_iter);
         for (m, (key, action)) in muts.iter().zip(checked) {
             let given = values.as_mut().and_then(Iterator::next);
             if action == PrewriteAction::AlreadyCommitted {
@@ -1313,21 +1552,11 @@ impl MvccStore {
                 Op::Put => given.unwrap_or_else(|| m.value.clone()),
                 Op::Delete => Vec::new(),
             };
-            let ws = inner.writes.entry(key).or_default();
-            if observe {
-                events.push(ApplyEvent::OnePc {
-                    key: m.key.clone(),
-                    start_ts,
-                    commit_ts,
-                    op: m.op,
-                    value: value.clone(),
-                    old_value: latest_value(Some(ws)),
-                    txn_source,
-                });
-            }
-            ws.insert(Write::data(start_ts, commit_ts, m.op, value, txn_source));
+            writes
+                .entry(key)
+                .or_default()
+                .insert(Write::data(start_ts, commit_ts, m.op, value, txn_source));
         }
-        inner.notify(events);
         Ok(commit_ts)
     }
 

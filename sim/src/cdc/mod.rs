@@ -82,7 +82,7 @@ use tonic::Status;
 pub use service::CdcService;
 pub use wire::{FeedCodec, RequestDecoder, WireEncoder, WireMessage};
 
-use crate::mvcc::{ApplyEvent, ApplyObserver, MvccStore};
+use crate::mvcc::{ApplyEvent, ApplyEventRef, ApplyObserver, MvccStore};
 use crate::region::{Region, RegionChange, RegionManager};
 use crate::tso::Tso;
 use delegate::{Delegate, Downstream, DownstreamState, ObservedRange, errors};
@@ -250,10 +250,11 @@ struct HubObserver(Weak<CdcHub>);
 
 impl ApplyObserver for HubObserver {
     fn on_apply(&self, events: &[ApplyEvent]) {
-        self.on_apply_owned(events.to_vec());
+        let refs: Vec<ApplyEventRef<'_>> = events.iter().map(ApplyEvent::as_event_ref).collect();
+        self.on_apply_refs(&refs);
     }
 
-    fn on_apply_owned(&self, events: Vec<ApplyEvent>) {
+    fn on_apply_refs(&self, events: &[ApplyEventRef<'_>]) {
         if let Some(hub) = self.0.upgrade() {
             hub.on_apply(events);
         }
@@ -491,7 +492,7 @@ impl CdcHub {
     /// that goes to one downstream is written into that downstream's `Event` body directly, one
     /// that goes to several is encoded once and copied. The encoded key used for routing is
     /// built in one reused buffer.
-    fn on_apply(&self, events: Vec<ApplyEvent>) {
+    fn on_apply(&self, events: &[ApplyEventRef<'_>]) {
         let mut st = self.state.lock();
         if st.delegates.is_empty() {
             return;
@@ -579,7 +580,6 @@ impl CdcHub {
                 }
             }
         }
-        drop(events);
         let mut congested = Vec::new();
         for (ds_id, writer) in out {
             let rid = writer.region_id();

@@ -21,7 +21,9 @@ use tonic::Status;
 use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic_prost::ProstDecoder;
 
-use crate::mvcc::{ApplyEvent, Op};
+#[cfg(test)]
+use crate::mvcc::ApplyEvent;
+use crate::mvcc::{ApplyEventRef, Op};
 
 /// Wire type of varint fields.
 const VARINT: u8 = 0;
@@ -101,12 +103,12 @@ impl<'a> RowRef<'a> {
     /// old value (the client takes both from the matching PREWRITE), a Delete carries no value,
     /// ROLLBACK rows have commit_ts 0 and op UNKNOWN, and a 1PC write is a self-contained
     /// COMMITTED row.
-    pub(crate) fn of(ev: &'a ApplyEvent) -> Self {
-        let value_of = |op: &Op, value: &'a [u8]| -> &'a [u8] {
+    pub(crate) fn of(ev: &ApplyEventRef<'a>) -> Self {
+        let value_of = |op: Op, value: &'a [u8]| -> &'a [u8] {
             if matches!(op, Op::Delete) { &[] } else { value }
         };
-        match ev {
-            ApplyEvent::Prewrite {
+        match *ev {
+            ApplyEventRef::Prewrite {
                 key,
                 start_ts,
                 op,
@@ -115,35 +117,35 @@ impl<'a> RowRef<'a> {
                 generation,
                 txn_source,
             } => RowRef {
-                start_ts: *start_ts,
+                start_ts,
                 commit_ts: 0,
                 log_type: event::LogType::Prewrite,
-                op_type: op_type(*op),
+                op_type: op_type(op),
                 key,
                 value: value_of(op, value),
                 old_value,
-                txn_source: *txn_source,
-                generation: *generation,
+                txn_source,
+                generation,
             },
-            ApplyEvent::Commit {
+            ApplyEventRef::Commit {
                 key,
                 start_ts,
                 commit_ts,
                 op,
                 txn_source,
             } => RowRef {
-                start_ts: *start_ts,
-                commit_ts: *commit_ts,
+                start_ts,
+                commit_ts,
                 log_type: event::LogType::Commit,
-                op_type: op_type(*op),
+                op_type: op_type(op),
                 key,
                 value: &[],
                 old_value: &[],
-                txn_source: *txn_source,
+                txn_source,
                 generation: 0,
             },
-            ApplyEvent::Rollback { key, start_ts } => RowRef {
-                start_ts: *start_ts,
+            ApplyEventRef::Rollback { key, start_ts } => RowRef {
+                start_ts,
                 commit_ts: 0,
                 log_type: event::LogType::Rollback,
                 op_type: event::row::OpType::Unknown,
@@ -153,7 +155,7 @@ impl<'a> RowRef<'a> {
                 txn_source: 0,
                 generation: 0,
             },
-            ApplyEvent::OnePc {
+            ApplyEventRef::OnePc {
                 key,
                 start_ts,
                 commit_ts,
@@ -162,14 +164,14 @@ impl<'a> RowRef<'a> {
                 old_value,
                 txn_source,
             } => RowRef {
-                start_ts: *start_ts,
-                commit_ts: *commit_ts,
+                start_ts,
+                commit_ts,
                 log_type: event::LogType::Committed,
-                op_type: op_type(*op),
+                op_type: op_type(op),
                 key,
                 value: value_of(op, value),
                 old_value,
-                txn_source: *txn_source,
+                txn_source,
                 generation: 0,
             },
         }
@@ -502,7 +504,7 @@ mod tests {
 
     /// The reference: the row as a prost struct, built field by field from the event.
     fn row_struct(ev: &ApplyEvent) -> event::Row {
-        let r = RowRef::of(ev);
+        let r = RowRef::of(&ev.as_event_ref());
         event::Row {
             start_ts: r.start_ts,
             commit_ts: r.commit_ts,
@@ -537,7 +539,7 @@ mod tests {
         ) {
             let mut w = EntriesWriter::new(region, request, max, evs.len() * 100);
             for ev in &evs {
-                w.push(&RowRef::of(ev));
+                w.push(&RowRef::of(&ev.as_event_ref()));
             }
             let mut msg = WireMessage::default();
             for p in w.finish() {
@@ -556,7 +558,7 @@ mod tests {
             let mut b = EntriesWriter::new(3, 4, max, 0);
             let mut scratch = Vec::new();
             for ev in &evs {
-                let row = RowRef::of(ev);
+                let row = RowRef::of(&ev.as_event_ref());
                 a.push(&row);
                 scratch.clear();
                 row.put_entry(&mut scratch);
@@ -575,7 +577,7 @@ mod tests {
     fn decoded_rows(evs: &[ApplyEvent]) -> Vec<event::Row> {
         let mut w = EntriesWriter::new(1, 1, usize::MAX, evs.len());
         for ev in evs {
-            w.push(&RowRef::of(ev));
+            w.push(&RowRef::of(&ev.as_event_ref()));
         }
         let mut msg = WireMessage::default();
         for p in w.finish() {
