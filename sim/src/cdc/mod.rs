@@ -505,27 +505,34 @@ impl CdcHub {
         let mut ek = Vec::new();
         let mut scratch = Vec::new();
         let n_events = events.len();
+        // The delegate the previous row went to: consecutive rows of a write are mostly in one
+        // region, and a region that contains the key is the only candidate.
+        let mut last: Option<(u64, &Delegate)> = None;
         for (i, ev) in events.iter().enumerate() {
             let row = wire::RowRef::of(ev);
             ek.clear();
             tidal_model::codec::bytes::encode_bytes(&mut ek, row.key());
             let (txn_source, commit_ts) = (row.txn_source(), row.commit_ts());
             targets.clear();
-            // The delegate whose region starts last at or before the key is the only one that
-            // can contain it (regions do not overlap).
-            let candidates = st
-                .by_start
-                .range::<[u8], _>((Bound::Unbounded, Bound::Included(ek.as_slice())))
-                .next_back()
-                .map(|(_, ids)| ids.as_slice())
-                .unwrap_or_default();
-            for (rid, d) in candidates
-                .iter()
-                .filter_map(|rid| st.delegates.get(rid).map(|d| (rid, d)))
-            {
-                if !delegate::region_contains(&d.region.start, &d.region.end, &ek) {
-                    continue;
+            let hit = match last {
+                Some((rid, d))
+                    if delegate::region_contains(&d.region.start, &d.region.end, &ek) =>
+                {
+                    Some((rid, d))
                 }
+                // The delegate whose region starts last at or before the key is the only one
+                // that can contain it (regions do not overlap).
+                _ => st
+                    .by_start
+                    .range::<[u8], _>((Bound::Unbounded, Bound::Included(ek.as_slice())))
+                    .next_back()
+                    .into_iter()
+                    .flat_map(|(_, ids)| ids.iter())
+                    .filter_map(|rid| st.delegates.get(rid).map(|d| (*rid, d)))
+                    .find(|(_, d)| delegate::region_contains(&d.region.start, &d.region.end, &ek)),
+            };
+            last = hit.or(last);
+            if let Some((rid, d)) = hit {
                 for ds in &d.downstreams {
                     if !ds.range.contains_encoded(&ek) {
                         continue;
@@ -533,24 +540,27 @@ impl CdcHub {
                     if !delegate::txn_source_passes(txn_source, ds.filter_loop) {
                         continue;
                     }
-                    if commit_ts != 0 && commit_ts <= ds.advanced_to {
-                        tracing::error!(
-                            region_id = rid,
-                            commit_ts,
-                            resolved_ts = ds.advanced_to,
-                            "commit at or below an already sent resolved ts: the writer broke the TSO order"
-                        );
-                    }
                     let slot = match out.iter().position(|(id, _)| *id == ds.id) {
                         Some(i) => i,
                         None => {
-                            // Room for every remaining row the size of this one: most
-                            // batches go to one stream and their rows are alike.
-                            let hint = row.entry_len().saturating_mul(n_events - i);
+                            // One write operation has one commit ts: checked once per stream.
+                            if commit_ts != 0 && commit_ts <= ds.advanced_to {
+                                tracing::error!(
+                                    region_id = rid,
+                                    commit_ts,
+                                    resolved_ts = ds.advanced_to,
+                                    "commit at or below an already sent resolved ts: the writer broke the TSO order"
+                                );
+                            }
+                            // Room for every remaining row the size of this one plus some
+                            // slack (values vary a little): most batches go to one stream
+                            // and their rows are alike.
+                            let hint = (row.entry_len() + row.entry_len() / 8 + 8)
+                                .saturating_mul(n_events - i);
                             out.push((
                                 ds.id,
                                 wire::EntriesWriter::new(
-                                    *rid,
+                                    rid,
                                     ds.request_id,
                                     self.cfg.max_entries_bytes,
                                     hint,

@@ -289,7 +289,7 @@ impl EntriesWriter {
     pub(crate) fn push(&mut self, row: &RowRef<'_>) {
         let size = row.payload();
         if self.body.len() > HEADER_ROOM && self.payload.saturating_add(size) >= self.max_bytes {
-            self.seal();
+            self.seal(false);
         }
         self.payload = self.payload.saturating_add(size);
         row.put_entry(&mut self.body);
@@ -299,35 +299,40 @@ impl EntriesWriter {
     /// downstreams is encoded once); `payload` is its [`RowRef::payload`].
     pub(crate) fn push_encoded(&mut self, entry: &[u8], payload: usize) {
         if self.body.len() > HEADER_ROOM && self.payload.saturating_add(payload) >= self.max_bytes {
-            self.seal();
+            self.seal(false);
         }
         self.payload = self.payload.saturating_add(payload);
         self.body.extend_from_slice(entry);
     }
 
     /// Closes the current `Event` (if it has rows) into a framed piece.
-    fn seal(&mut self) {
+    fn seal(&mut self, last: bool) {
         if self.body.len() <= HEADER_ROOM {
             return;
         }
-        let next_cap = self.body.capacity();
-        let mut body = std::mem::replace(&mut self.body, Vec::with_capacity(next_cap));
-        self.body.resize(HEADER_ROOM, 0);
+        let mut body = if last {
+            std::mem::take(&mut self.body)
+        } else {
+            let next = Vec::with_capacity(self.body.capacity());
+            let body = std::mem::replace(&mut self.body, next);
+            self.body.resize(HEADER_ROOM, 0);
+            body
+        };
         self.payload = 0;
         let entries_len = body.len() - HEADER_ROOM;
-        // The header, built on the side, then copied right-aligned into the spare room.
-        let mut head = Vec::with_capacity(HEADER_ROOM);
         let event_len = varint_field_len(self.region_id)
             + 1
             + varint_len(entries_len as u64)
             + entries_len
             + varint_field_len(self.request_id);
+        put_varint_field(&mut body, 7, self.request_id);
+        // The header, built on the side, then copied right-aligned into the spare room.
+        let mut head = Vec::with_capacity(HEADER_ROOM);
         head.push(tag(1, LEN));
         put_varint(&mut head, event_len as u64);
         put_varint_field(&mut head, 1, self.region_id);
         head.push(tag(3, LEN));
         put_varint(&mut head, entries_len as u64);
-        put_varint_field(&mut body, 7, self.request_id);
         let start = HEADER_ROOM - head.len();
         if let Some(room) = body.get_mut(start..HEADER_ROOM) {
             room.copy_from_slice(&head);
@@ -339,7 +344,7 @@ impl EntriesWriter {
 
     /// The encoded `Event`s, as framed pieces, in order.
     pub(crate) fn finish(mut self) -> Vec<Bytes> {
-        self.seal();
+        self.seal(true);
         self.done
     }
 }
