@@ -222,18 +222,72 @@ impl<'a> RowRef<'a> {
     pub(crate) fn put_entry(&self, out: &mut Vec<u8>) {
         let len = self.encoded_len();
         out.reserve(1 + varint_len(len as u64) + len);
-        out.push(tag(1, LEN));
-        put_varint(out, len as u64);
-        put_varint_field(out, 1, self.start_ts);
-        put_varint_field(out, 2, self.commit_ts);
-        put_varint_field(out, 3, self.log_type as u64);
-        put_varint_field(out, 4, self.op_type as u64);
-        put_bytes_field(out, 5, self.key);
-        put_bytes_field(out, 6, self.value);
-        put_bytes_field(out, 7, self.old_value);
+        // The fixed-size fields go through a stack buffer, the byte fields are copied straight.
+        let mut head = Small::default();
+        head.byte(tag(1, LEN));
+        head.varint(len as u64);
+        head.varint_field(1, self.start_ts);
+        head.varint_field(2, self.commit_ts);
+        head.varint_field(3, self.log_type as u64);
+        head.varint_field(4, self.op_type as u64);
+        out.extend_from_slice(head.bytes());
+        for (field, b) in [(5, self.key), (6, self.value), (7, self.old_value)] {
+            if !b.is_empty() {
+                let mut h = Small::default();
+                h.byte(tag(field, LEN));
+                h.varint(b.len() as u64);
+                out.extend_from_slice(h.bytes());
+                out.extend_from_slice(b);
+            }
+        }
         // Field 8 (expire_ts_unix_secs) is RawKV only: never set here.
-        put_varint_field(out, 9, self.txn_source);
-        put_varint_field(out, 10, self.generation);
+        let mut tail = Small::default();
+        tail.varint_field(9, self.txn_source);
+        tail.varint_field(10, self.generation);
+        out.extend_from_slice(tail.bytes());
+    }
+}
+
+/// A few protobuf header bytes assembled on the stack (at most four varint fields).
+struct Small {
+    buf: [u8; 48],
+    len: usize,
+}
+
+impl Default for Small {
+    fn default() -> Self {
+        Small {
+            buf: [0; 48],
+            len: 0,
+        }
+    }
+}
+
+impl Small {
+    fn byte(&mut self, b: u8) {
+        if let Some(slot) = self.buf.get_mut(self.len) {
+            *slot = b;
+            self.len += 1;
+        }
+    }
+
+    fn varint(&mut self, mut v: u64) {
+        while v >= 0x80 {
+            self.byte((v as u8) | 0x80);
+            v >>= 7;
+        }
+        self.byte(v as u8);
+    }
+
+    fn varint_field(&mut self, field: u8, v: u64) {
+        if v != 0 {
+            self.byte(tag(field, VARINT));
+            self.varint(v);
+        }
+    }
+
+    fn bytes(&self) -> &[u8] {
+        self.buf.get(..self.len).unwrap_or_default()
     }
 }
 
