@@ -69,13 +69,6 @@ fn put_varint_field(out: &mut Vec<u8>, field: u8, v: u64) {
     }
 }
 
-fn put_bytes_field(out: &mut Vec<u8>, field: u8, b: &[u8]) {
-    if !b.is_empty() {
-        out.push(tag(field, LEN));
-        put_varint(out, b.len() as u64);
-        out.extend_from_slice(b);
-    }
-}
 
 /// A `cdcpb::event::Row` by reference: the fields the sim ever sets.
 #[derive(Debug, Clone, Copy)]
