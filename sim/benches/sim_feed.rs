@@ -131,7 +131,7 @@ fn filler(pad_len: usize) -> Vec<u8> {
 /// Row `seq`'s `pad`: a `len`-byte window of `filler` at an offset that moves with `seq`
 /// (deterministic and different for neighbouring rows, at the cost of a copy; the benchmark
 /// measures the sim, not a random generator).
-fn pad_of<'a>(filler: &'a [u8], seq: u64, len: usize) -> &'a [u8] {
+fn pad_of(filler: &[u8], seq: u64, len: usize) -> &[u8] {
     let span = filler.len().saturating_sub(len).max(1) as u64;
     let at = (seq.wrapping_mul(0x9E37_79B9_7F4A_7C15) % span) as usize;
     filler.get(at..at + len).unwrap_or(filler)
