@@ -53,6 +53,10 @@ pub(crate) struct ObservedRange {
     pub raw_start: Vec<u8>,
     /// Raw exclusive end (empty = unbounded).
     pub raw_end: Vec<u8>,
+    /// Both bounds decoded (or are unbounded), so the raw bounds order raw keys exactly as the
+    /// encoded ones order encoded keys (the encoding preserves order) and routing can compare
+    /// raw keys without encoding them.
+    pub raw_exact: bool,
 }
 
 impl ObservedRange {
@@ -78,22 +82,27 @@ impl ObservedRange {
                 end = req_end.to_vec();
             }
         }
-        let raw_start = if start.is_empty() {
-            Vec::new()
-        } else {
-            decode_key(&start).unwrap_or_default()
-        };
-        let raw_end = if end.is_empty() {
-            Vec::new()
-        } else {
-            decode_key(&end).unwrap_or_default()
+        let (raw_start, raw_end, raw_exact) = match raw_bounds(&start, &end) {
+            Some((s, e)) => (s, e, true),
+            None => (
+                decode_key(&start).unwrap_or_default(),
+                decode_key(&end).unwrap_or_default(),
+                false,
+            ),
         };
         ObservedRange {
             enc_start: start,
             enc_end: end,
             raw_start,
             raw_end,
+            raw_exact,
         }
+    }
+
+    /// Whether the raw key lies inside the range, when that can be told from raw bounds.
+    pub(crate) fn contains_raw(&self, raw_key: &[u8]) -> Option<bool> {
+        self.raw_exact
+            .then(|| in_raw_bounds(&self.raw_start, &self.raw_end, raw_key))
     }
 
     /// Whether the encoded key lies inside the range.
@@ -106,6 +115,29 @@ impl ObservedRange {
 /// Whether the encoded key lies inside `[start, end)` (encoded, empty end = unbounded).
 pub(crate) fn region_contains(start: &[u8], end: &[u8], enc_key: &[u8]) -> bool {
     enc_key >= start && (end.is_empty() || enc_key < end)
+}
+
+/// The raw form of encoded bounds `[start, end)` (empty = unbounded), if both decode exactly.
+/// An end that is the encoding of the empty key has no raw form (an empty raw end means
+/// unbounded), so such bounds stay encoded; a start that is one is the same as unbounded.
+pub(crate) fn raw_bounds(start: &[u8], end: &[u8]) -> Option<(Vec<u8>, Vec<u8>)> {
+    let decode = |b: &[u8]| {
+        if b.is_empty() {
+            Some(Vec::new())
+        } else {
+            decode_key(b).ok()
+        }
+    };
+    let raw_end = decode(end)?;
+    if raw_end.is_empty() && !end.is_empty() {
+        return None;
+    }
+    Some((decode(start)?, raw_end))
+}
+
+/// Whether the raw key lies inside raw bounds `[start, end)` (empty end = unbounded).
+pub(crate) fn in_raw_bounds(start: &[u8], end: &[u8], raw_key: &[u8]) -> bool {
+    raw_key >= start && (end.is_empty() || raw_key < end)
 }
 
 /// Lifecycle of a downstream, as in TiKV: it accepts change events from the moment it is attached
@@ -145,8 +177,54 @@ pub(crate) struct Delegate {
     /// The region as known when the subscriptions were accepted; any later change of it ends
     /// every downstream, so this never goes stale while downstreams exist.
     pub region: Region,
+    /// The region's bounds decoded, when both decode (routing then compares raw keys).
+    pub raw_region: Option<(Vec<u8>, Vec<u8>)>,
     /// Current subscribers.
     pub downstreams: Vec<Downstream>,
+}
+
+impl Delegate {
+    /// Whether the region holds the row with raw key `raw`.
+    pub(crate) fn contains(&self, raw: &[u8], key: &mut RoutingKey) -> bool {
+        match &self.raw_region {
+            Some((start, end)) => in_raw_bounds(start, end, raw),
+            None => region_contains(&self.region.start, &self.region.end, key.encoded(raw)),
+        }
+    }
+}
+
+/// A row key's encoded form for routing, built only when a bound cannot be compared raw (in
+/// one buffer reused across rows).
+#[derive(Debug, Default)]
+pub(crate) struct RoutingKey {
+    encoded: Vec<u8>,
+    ready: bool,
+}
+
+impl RoutingKey {
+    /// Forgets the previous row's key.
+    pub(crate) fn reset(&mut self) {
+        self.ready = false;
+    }
+
+    /// The encoded form of `raw` (the key since the last reset).
+    pub(crate) fn encoded(&mut self, raw: &[u8]) -> &[u8] {
+        if !self.ready {
+            self.encoded.clear();
+            tidal_model::codec::bytes::encode_bytes(&mut self.encoded, raw);
+            self.ready = true;
+        }
+        &self.encoded
+    }
+}
+
+impl Downstream {
+    /// Whether the downstream observes the row with raw key `raw`.
+    pub(crate) fn observes(&self, raw: &[u8], key: &mut RoutingKey) -> bool {
+        self.range
+            .contains_raw(raw)
+            .unwrap_or_else(|| self.range.contains_encoded(key.encoded(raw)))
+    }
 }
 
 /// The INITIALIZED marker row: every field but the type is zero or empty.
@@ -353,6 +431,52 @@ pub(crate) fn enc(raw: &[u8]) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Routing by raw keys against decoded bounds decides exactly as routing by encoded
+        /// keys against the encoded bounds, for ranges whose bounds decode; ranges whose bounds
+        /// do not decode fall back to the encoded comparison.
+        #[test]
+        fn raw_routing_matches_encoded_routing(
+            a in prop::collection::vec(0u8..4, 0..12),
+            b in prop::collection::vec(0u8..4, 0..12),
+            k in prop::collection::vec(0u8..4, 0..12),
+            unbounded_end in any::<bool>(),
+            garbage_end in any::<bool>(),
+        ) {
+            let start = encode_key(&a);
+            let end = if unbounded_end {
+                Vec::new()
+            } else if garbage_end {
+                // Not a memcomparable encoding: the 9th byte is not a valid marker.
+                let mut e = encode_key(&b);
+                e.truncate(5);
+                e
+            } else {
+                encode_key(&b)
+            };
+            let range = ObservedRange::new(&start, &end, &[], &[]);
+            let end_is_empty_key = !unbounded_end && !garbage_end && b.is_empty();
+            prop_assert_eq!(
+                range.raw_exact,
+                unbounded_end || !(garbage_end || end_is_empty_key)
+            );
+            let enc_k = encode_key(&k);
+            let by_encoding = range.contains_encoded(&enc_k);
+            let mut key = RoutingKey::default();
+            let ds_like = range
+                .contains_raw(&k)
+                .unwrap_or_else(|| range.contains_encoded(key.encoded(&k)));
+            prop_assert_eq!(ds_like, by_encoding);
+            if let Some((rs, re)) = raw_bounds(&start, &end) {
+                prop_assert_eq!(
+                    in_raw_bounds(&rs, &re, &k),
+                    region_contains(&start, &end, &enc_k)
+                );
+            }
+        }
+    }
 
     #[test]
     fn txn_source_filters_match_tikv() {

@@ -502,7 +502,7 @@ impl CdcHub {
         // Per downstream (in order of first row): downstream id and its encoded rows.
         let mut out: Vec<(u64, wire::EntriesWriter)> = Vec::new();
         let mut targets: Vec<usize> = Vec::new();
-        let mut ek = Vec::new();
+        let mut key = delegate::RoutingKey::default();
         let mut scratch = Vec::new();
         let n_events = events.len();
         // The delegate the previous row went to: consecutive rows of a write are mostly in one
@@ -510,31 +510,31 @@ impl CdcHub {
         let mut last: Option<(u64, &Delegate)> = None;
         for (i, ev) in events.iter().enumerate() {
             let row = wire::RowRef::of(ev);
-            ek.clear();
-            tidal_model::codec::bytes::encode_bytes(&mut ek, row.key());
+            let raw = row.key();
+            key.reset();
             let (txn_source, commit_ts) = (row.txn_source(), row.commit_ts());
             targets.clear();
             let hit = match last {
-                Some((rid, d))
-                    if delegate::region_contains(&d.region.start, &d.region.end, &ek) =>
-                {
-                    Some((rid, d))
-                }
+                Some((rid, d)) if d.contains(raw, &mut key) => Some((rid, d)),
                 // The delegate whose region starts last at or before the key is the only one
                 // that can contain it (regions do not overlap).
-                _ => st
-                    .by_start
-                    .range::<[u8], _>((Bound::Unbounded, Bound::Included(ek.as_slice())))
-                    .next_back()
-                    .into_iter()
-                    .flat_map(|(_, ids)| ids.iter())
-                    .filter_map(|rid| st.delegates.get(rid).map(|d| (*rid, d)))
-                    .find(|(_, d)| delegate::region_contains(&d.region.start, &d.region.end, &ek)),
+                _ => {
+                    let ek = key.encoded(raw).to_vec();
+                    st.by_start
+                        .range::<[u8], _>((Bound::Unbounded, Bound::Included(ek.as_slice())))
+                        .next_back()
+                        .into_iter()
+                        .flat_map(|(_, ids)| ids.iter())
+                        .filter_map(|rid| st.delegates.get(rid).map(|d| (*rid, d)))
+                        .find(|(_, d)| {
+                            delegate::region_contains(&d.region.start, &d.region.end, &ek)
+                        })
+                }
             };
             last = hit.or(last);
             if let Some((rid, d)) = hit {
                 for ds in &d.downstreams {
-                    if !ds.range.contains_encoded(&ek) {
+                    if !ds.observes(raw, &mut key) {
                         continue;
                     }
                     if !delegate::txn_source_passes(txn_source, ds.filter_loop) {
@@ -688,6 +688,7 @@ impl CdcHub {
                     .or_default()
                     .push(region_id);
                 Delegate {
+                    raw_region: delegate::raw_bounds(&region.start, &region.end),
                     region: region.clone(),
                     downstreams: Vec::new(),
                 }

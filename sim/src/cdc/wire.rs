@@ -69,7 +69,6 @@ fn put_varint_field(out: &mut Vec<u8>, field: u8, v: u64) {
     }
 }
 
-
 /// A `cdcpb::event::Row` by reference: the fields the sim ever sets.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct RowRef<'a> {
