@@ -217,21 +217,22 @@ pub enum ReadError {
     },
 }
 
-/// One effect of a write operation, as the observer (CDC) sees it. Keys are raw.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum ApplyEvent {
+/// One effect of a write operation, as the observer (CDC) sees it. Keys are raw. `B` holds the
+/// keys and values: owned (`Vec<u8>`, the default) or borrowed ([`ApplyEventRef`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ApplyEvent<B = Vec<u8>> {
     /// A lock was written (or rewritten).
     Prewrite {
         /// Raw key.
-        key: Vec<u8>,
+        key: B,
         /// Transaction start_ts.
         start_ts: u64,
         /// Put or Delete.
         op: Op,
         /// The value (empty for Delete and for lock-only rewrites).
-        value: Vec<u8>,
+        value: B,
         /// The newest committed value before the write (empty if none or deleted).
-        old_value: Vec<u8>,
+        old_value: B,
         /// Pipelined-DML generation.
         generation: u64,
         /// txn_source bitmap.
@@ -240,7 +241,7 @@ pub enum ApplyEvent {
     /// A 2PC commit record was written.
     Commit {
         /// Raw key.
-        key: Vec<u8>,
+        key: B,
         /// Transaction start_ts.
         start_ts: u64,
         /// Commit ts.
@@ -253,14 +254,14 @@ pub enum ApplyEvent {
     /// A rollback record was written.
     Rollback {
         /// Raw key.
-        key: Vec<u8>,
+        key: B,
         /// The rolled-back transaction's start_ts.
         start_ts: u64,
     },
     /// A 1PC commit (self-contained, no prewrite precedes it).
     OnePc {
         /// Raw key.
-        key: Vec<u8>,
+        key: B,
         /// Transaction start_ts.
         start_ts: u64,
         /// Commit ts.
@@ -268,9 +269,9 @@ pub enum ApplyEvent {
         /// Put or Delete.
         op: Op,
         /// The value (empty for Delete).
-        value: Vec<u8>,
+        value: B,
         /// The newest committed value before the write (empty if none or deleted).
-        old_value: Vec<u8>,
+        old_value: B,
         /// txn_source bitmap.
         txn_source: u64,
     },
@@ -278,126 +279,11 @@ pub enum ApplyEvent {
 
 /// An [`ApplyEvent`] by reference: what the store hands its observer, borrowing keys and values
 /// from the write operation's input and from the store instead of copying them.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ApplyEventRef<'a> {
-    /// A lock was written (or rewritten); see [`ApplyEvent::Prewrite`].
-    Prewrite {
-        /// Raw key.
-        key: &'a [u8],
-        /// Transaction start_ts.
-        start_ts: u64,
-        /// Put or Delete.
-        op: Op,
-        /// The value (empty for Delete and for lock-only rewrites).
-        value: &'a [u8],
-        /// The newest committed value before the write (empty if none or deleted).
-        old_value: &'a [u8],
-        /// Pipelined-DML generation.
-        generation: u64,
-        /// txn_source bitmap.
-        txn_source: u64,
-    },
-    /// A 2PC commit record was written; see [`ApplyEvent::Commit`].
-    Commit {
-        /// Raw key.
-        key: &'a [u8],
-        /// Transaction start_ts.
-        start_ts: u64,
-        /// Commit ts.
-        commit_ts: u64,
-        /// Put or Delete.
-        op: Op,
-        /// txn_source bitmap.
-        txn_source: u64,
-    },
-    /// A rollback record was written; see [`ApplyEvent::Rollback`].
-    Rollback {
-        /// Raw key.
-        key: &'a [u8],
-        /// The rolled-back transaction's start_ts.
-        start_ts: u64,
-    },
-    /// A 1PC commit; see [`ApplyEvent::OnePc`].
-    OnePc {
-        /// Raw key.
-        key: &'a [u8],
-        /// Transaction start_ts.
-        start_ts: u64,
-        /// Commit ts.
-        commit_ts: u64,
-        /// Put or Delete.
-        op: Op,
-        /// The value (empty for Delete).
-        value: &'a [u8],
-        /// The newest committed value before the write (empty if none or deleted).
-        old_value: &'a [u8],
-        /// txn_source bitmap.
-        txn_source: u64,
-    },
-}
+pub type ApplyEventRef<'a> = ApplyEvent<&'a [u8]>;
 
-impl ApplyEventRef<'_> {
-    /// An owned copy.
-    pub fn to_owned_event(&self) -> ApplyEvent {
-        match *self {
-            ApplyEventRef::Prewrite {
-                key,
-                start_ts,
-                op,
-                value,
-                old_value,
-                generation,
-                txn_source,
-            } => ApplyEvent::Prewrite {
-                key: key.to_vec(),
-                start_ts,
-                op,
-                value: value.to_vec(),
-                old_value: old_value.to_vec(),
-                generation,
-                txn_source,
-            },
-            ApplyEventRef::Commit {
-                key,
-                start_ts,
-                commit_ts,
-                op,
-                txn_source,
-            } => ApplyEvent::Commit {
-                key: key.to_vec(),
-                start_ts,
-                commit_ts,
-                op,
-                txn_source,
-            },
-            ApplyEventRef::Rollback { key, start_ts } => ApplyEvent::Rollback {
-                key: key.to_vec(),
-                start_ts,
-            },
-            ApplyEventRef::OnePc {
-                key,
-                start_ts,
-                commit_ts,
-                op,
-                value,
-                old_value,
-                txn_source,
-            } => ApplyEvent::OnePc {
-                key: key.to_vec(),
-                start_ts,
-                commit_ts,
-                op,
-                value: value.to_vec(),
-                old_value: old_value.to_vec(),
-                txn_source,
-            },
-        }
-    }
-}
-
-impl ApplyEvent {
-    /// The event by reference.
-    pub fn as_event_ref(&self) -> ApplyEventRef<'_> {
+impl<B> ApplyEvent<B> {
+    /// The same event with its keys and values converted by `f`.
+    pub fn map<'s, C>(&'s self, mut f: impl FnMut(&'s B) -> C) -> ApplyEvent<C> {
         match self {
             ApplyEvent::Prewrite {
                 key,
@@ -407,12 +293,12 @@ impl ApplyEvent {
                 old_value,
                 generation,
                 txn_source,
-            } => ApplyEventRef::Prewrite {
-                key,
+            } => ApplyEvent::Prewrite {
+                key: f(key),
                 start_ts: *start_ts,
                 op: *op,
-                value,
-                old_value,
+                value: f(value),
+                old_value: f(old_value),
                 generation: *generation,
                 txn_source: *txn_source,
             },
@@ -422,15 +308,15 @@ impl ApplyEvent {
                 commit_ts,
                 op,
                 txn_source,
-            } => ApplyEventRef::Commit {
-                key,
+            } => ApplyEvent::Commit {
+                key: f(key),
                 start_ts: *start_ts,
                 commit_ts: *commit_ts,
                 op: *op,
                 txn_source: *txn_source,
             },
-            ApplyEvent::Rollback { key, start_ts } => ApplyEventRef::Rollback {
-                key,
+            ApplyEvent::Rollback { key, start_ts } => ApplyEvent::Rollback {
+                key: f(key),
                 start_ts: *start_ts,
             },
             ApplyEvent::OnePc {
@@ -441,16 +327,30 @@ impl ApplyEvent {
                 value,
                 old_value,
                 txn_source,
-            } => ApplyEventRef::OnePc {
-                key,
+            } => ApplyEvent::OnePc {
+                key: f(key),
                 start_ts: *start_ts,
                 commit_ts: *commit_ts,
                 op: *op,
-                value,
-                old_value,
+                value: f(value),
+                old_value: f(old_value),
                 txn_source: *txn_source,
             },
         }
+    }
+}
+
+impl ApplyEvent {
+    /// The event by reference.
+    pub fn as_event_ref(&self) -> ApplyEventRef<'_> {
+        self.map(Vec::as_slice)
+    }
+}
+
+impl ApplyEventRef<'_> {
+    /// An owned copy.
+    pub fn to_owned_event(&self) -> ApplyEvent {
+        self.map(|b| b.to_vec())
     }
 }
 
