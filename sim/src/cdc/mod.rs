@@ -80,7 +80,6 @@ use tokio::sync::watch;
 use tonic::Status;
 
 pub use service::CdcService;
-pub use wire::{FeedCodec, RequestDecoder, WireEncoder, WireMessage};
 
 use crate::mvcc::{ApplyEvent, ApplyEventRef, ApplyObserver, MvccStore};
 use crate::region::{Region, RegionChange, RegionManager};
@@ -490,8 +489,9 @@ impl CdcHub {
     ///
     /// Rows are encoded straight into protobuf bytes here, on the writer (see `wire`): a row
     /// that goes to one downstream is written into that downstream's `Event` body directly, one
-    /// that goes to several is encoded once and copied. The encoded key used for routing is
-    /// built in one reused buffer.
+    /// that goes to several is encoded once and copied. Routing compares raw keys with decoded
+    /// bounds; a key is encoded (into one reused buffer) only for a bound that does not decode
+    /// and for the lookup by region start.
     fn on_apply(&self, events: &[ApplyEventRef<'_>]) {
         let mut st = self.state.lock();
         if st.delegates.is_empty() {
@@ -519,15 +519,15 @@ impl CdcHub {
                 // The delegate whose region starts last at or before the key is the only one
                 // that can contain it (regions do not overlap).
                 _ => {
-                    let ek = key.encoded(raw).to_vec();
+                    let ek = key.encoded(raw);
                     st.by_start
-                        .range::<[u8], _>((Bound::Unbounded, Bound::Included(ek.as_slice())))
+                        .range::<[u8], _>((Bound::Unbounded, Bound::Included(ek)))
                         .next_back()
                         .into_iter()
                         .flat_map(|(_, ids)| ids.iter())
                         .filter_map(|rid| st.delegates.get(rid).map(|d| (*rid, d)))
                         .find(|(_, d)| {
-                            delegate::region_contains(&d.region.start, &d.region.end, &ek)
+                            delegate::region_contains(&d.region.start, &d.region.end, ek)
                         })
                 }
             };

@@ -18,7 +18,7 @@ use bytes::{BufMut, Bytes};
 use prost::Message;
 use tidal_proto::cdcpb::{ChangeDataRequest, Event, ResolvedTs, event};
 use tonic::Status;
-use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
+use tonic::codec::{Codec, EncodeBuf, Encoder};
 use tonic_prost::ProstDecoder;
 
 #[cfg(test)]
@@ -40,14 +40,6 @@ pub(crate) fn varint_len(v: u64) -> usize {
     (64 - (v | 1).leading_zeros() as usize).div_ceil(7)
 }
 
-fn put_varint(out: &mut Vec<u8>, mut v: u64) {
-    while v >= 0x80 {
-        out.push((v as u8) | 0x80);
-        v >>= 7;
-    }
-    out.push(v as u8);
-}
-
 /// Length of a varint field (tag + value), 0 when the value is the default.
 fn varint_field_len(v: u64) -> usize {
     if v == 0 { 0 } else { 1 + varint_len(v) }
@@ -59,13 +51,6 @@ fn bytes_field_len(b: &[u8]) -> usize {
         0
     } else {
         1 + varint_len(b.len() as u64) + b.len()
-    }
-}
-
-fn put_varint_field(out: &mut Vec<u8>, field: u8, v: u64) {
-    if v != 0 {
-        out.push(tag(field, VARINT));
-        put_varint(out, v);
     }
 }
 
@@ -216,8 +201,7 @@ impl<'a> RowRef<'a> {
         out.reserve(1 + varint_len(len as u64) + len);
         // The fixed-size fields go through a stack buffer, the byte fields are copied straight.
         let mut head = Small::default();
-        head.byte(tag(1, LEN));
-        head.varint(len as u64);
+        head.len_prefix(1, len);
         head.varint_field(1, self.start_ts);
         head.varint_field(2, self.commit_ts);
         head.varint_field(3, self.log_type as u64);
@@ -226,8 +210,7 @@ impl<'a> RowRef<'a> {
         for (field, b) in [(5, self.key), (6, self.value), (7, self.old_value)] {
             if !b.is_empty() {
                 let mut h = Small::default();
-                h.byte(tag(field, LEN));
-                h.varint(b.len() as u64);
+                h.len_prefix(field, b.len());
                 out.extend_from_slice(h.bytes());
                 out.extend_from_slice(b);
             }
@@ -240,7 +223,8 @@ impl<'a> RowRef<'a> {
     }
 }
 
-/// A few protobuf header bytes assembled on the stack (at most four varint fields).
+/// A few protobuf header bytes assembled on the stack: at most a length prefix and four varint
+/// fields (37 bytes), so the buffer never fills.
 struct Small {
     buf: [u8; 48],
     len: usize,
@@ -276,6 +260,12 @@ impl Small {
             self.byte(tag(field, VARINT));
             self.varint(v);
         }
+    }
+
+    /// The tag and length of a length-delimited field.
+    fn len_prefix(&mut self, field: u8, len: usize) {
+        self.byte(tag(field, LEN));
+        self.varint(len as u64);
     }
 
     fn bytes(&self) -> &[u8] {
@@ -371,17 +361,17 @@ impl EntriesWriter {
             + varint_len(entries_len as u64)
             + entries_len
             + varint_field_len(self.request_id);
-        put_varint_field(&mut body, 7, self.request_id);
+        let mut tail = Small::default();
+        tail.varint_field(7, self.request_id);
+        body.extend_from_slice(tail.bytes());
         // The header, built on the side, then copied right-aligned into the spare room.
-        let mut head = Vec::with_capacity(HEADER_ROOM);
-        head.push(tag(1, LEN));
-        put_varint(&mut head, event_len as u64);
-        put_varint_field(&mut head, 1, self.region_id);
-        head.push(tag(3, LEN));
-        put_varint(&mut head, entries_len as u64);
-        let start = HEADER_ROOM - head.len();
+        let mut head = Small::default();
+        head.len_prefix(1, event_len);
+        head.varint_field(1, self.region_id);
+        head.len_prefix(3, entries_len);
+        let start = HEADER_ROOM - head.bytes().len();
         if let Some(room) = body.get_mut(start..HEADER_ROOM) {
-            room.copy_from_slice(&head);
+            room.copy_from_slice(head.bytes());
         }
         let mut piece = Bytes::from(body);
         let _ = piece.split_to(start);
@@ -397,27 +387,28 @@ impl EntriesWriter {
 
 /// Frames an `Event` built as a struct (scan chunks, errors, legacy resolved ts).
 pub(crate) fn event_piece(ev: &Event) -> Bytes {
-    let len = ev.encoded_len();
-    let mut out = Vec::with_capacity(1 + varint_len(len as u64) + len);
-    out.push(tag(1, LEN));
-    put_varint(&mut out, len as u64);
-    ev.encode_raw(&mut out);
-    Bytes::from(out)
+    piece(1, ev)
 }
 
 /// Frames a batched `ResolvedTs`.
 pub(crate) fn resolved_piece(rts: &ResolvedTs) -> Bytes {
-    let len = rts.encoded_len();
-    let mut out = Vec::with_capacity(1 + varint_len(len as u64) + len);
-    out.push(tag(2, LEN));
-    put_varint(&mut out, len as u64);
-    rts.encode_raw(&mut out);
+    piece(2, rts)
+}
+
+/// `msg` as field `field` of `ChangeDataEvent`.
+fn piece(field: u8, msg: &impl Message) -> Bytes {
+    let len = msg.encoded_len();
+    let mut head = Small::default();
+    head.len_prefix(field, len);
+    let mut out = Vec::with_capacity(head.bytes().len() + len);
+    out.extend_from_slice(head.bytes());
+    msg.encode_raw(&mut out);
     Bytes::from(out)
 }
 
 /// One `ChangeDataEvent` as its framed fields; the message is their concatenation.
 #[derive(Debug, Default, Clone)]
-pub struct WireMessage {
+pub(crate) struct WireMessage {
     pieces: Vec<Bytes>,
     len: usize,
 }
@@ -430,12 +421,13 @@ impl WireMessage {
     }
 
     /// The message's encoded length.
-    pub fn encoded_len(&self) -> usize {
+    pub(crate) fn encoded_len(&self) -> usize {
         self.len
     }
 
-    /// The message's bytes (copies; for tests and diagnostics).
-    pub fn to_bytes(&self) -> Vec<u8> {
+    /// The message's bytes (copies; for tests).
+    #[cfg(test)]
+    pub(crate) fn to_bytes(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(self.len);
         for p in &self.pieces {
             out.extend_from_slice(p);
@@ -446,7 +438,7 @@ impl WireMessage {
 
 /// Writes [`WireMessage`]s as they are.
 #[derive(Debug, Default, Clone, Copy)]
-pub struct WireEncoder;
+pub(crate) struct WireEncoder;
 
 impl Encoder for WireEncoder {
     type Item = WireMessage;
@@ -464,33 +456,20 @@ impl Encoder for WireEncoder {
 /// The `ChangeData` codec of the sim's stores: requests decoded by prost, responses written
 /// from pre-encoded bytes.
 #[derive(Debug, Default, Clone, Copy)]
-pub struct FeedCodec;
+pub(crate) struct FeedCodec;
 
 impl Codec for FeedCodec {
     type Encode = WireMessage;
     type Decode = ChangeDataRequest;
     type Encoder = WireEncoder;
-    type Decoder = RequestDecoder;
+    type Decoder = ProstDecoder<ChangeDataRequest>;
 
     fn encoder(&mut self) -> Self::Encoder {
         WireEncoder
     }
 
     fn decoder(&mut self) -> Self::Decoder {
-        RequestDecoder(ProstDecoder::default())
-    }
-}
-
-/// Decodes `ChangeDataRequest`s with prost.
-#[derive(Debug, Default)]
-pub struct RequestDecoder(ProstDecoder<ChangeDataRequest>);
-
-impl Decoder for RequestDecoder {
-    type Item = ChangeDataRequest;
-    type Error = Status;
-
-    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<ChangeDataRequest>, Status> {
-        self.0.decode(src)
+        ProstDecoder::default()
     }
 }
 
