@@ -272,3 +272,61 @@ fn server_config_file_rejects_unknown_keys() {
     let err = String::from_utf8(out.stderr).unwrap();
     assert!(err.contains("no-such-key"), "{err}");
 }
+
+/// Regression (a changefeed started on the announcement failed with "mysql.tidb_ddl_job is not
+/// in the bootstrap snapshot"): `tidal sim` announces its PD only once TiDB's schema is
+/// bootstrapped, so a client that takes a start ts the moment it reads the address finds the
+/// DDL job table in its snapshot. (With the old order the client lost the race only on a loaded
+/// machine, as in the CI run that found it; this test pins the contract.)
+#[test]
+fn sim_announces_pd_after_the_schema_is_bootstrapped() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+    use tidal_ingest::pd::{PdClient, PdConfig};
+    use tidal_ingest::schema::SchemaStore;
+    use tidal_ingest::snapshot::SnapshotReader;
+
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut child = Kill(
+        tidal()
+            .args([
+                "sim",
+                "--pd",
+                "127.0.0.1:0",
+                "--stores",
+                "1",
+                "--duration",
+                "30s",
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let stdout = child.0.stdout.take().unwrap();
+    let addr = BufReader::new(stdout)
+        .lines()
+        .map_while(Result::ok)
+        .find_map(|l| {
+            l.split_once("PD listening on ")
+                .map(|(_, a)| a.trim().to_owned())
+        })
+        .expect("no PD line");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let pd = PdClient::connect(PdConfig::new([addr])).await.unwrap();
+        let ts = pd.get_ts().await.unwrap();
+        let reader = SnapshotReader::new(pd);
+        let schema = SchemaStore::bootstrap(&reader, ts).await.unwrap();
+        let job_table = schema
+            .ddl_job_table()
+            .expect("no mysql.tidb_ddl_job at the first ts");
+        assert_eq!(job_table.name.L, "tidb_ddl_job");
+    });
+}

@@ -422,6 +422,18 @@ async fn run_async(args: SimArgs) -> anyhow::Result<()> {
     let cluster = SimCluster::start(cfg)
         .await
         .context("starting the embedded cluster")?;
+    // TiDB's schema (including `mysql.tidb_ddl_job`) is bootstrapped before the cluster is
+    // announced: a client that connects on the announcement and takes a start ts at once must
+    // find the schema in its snapshot (a changefeed started below the bootstrap cannot decode
+    // DDL jobs).
+    let (store, tso, regions) = (
+        cluster.store().clone(),
+        cluster.tso().clone(),
+        cluster.regions().clone(),
+    );
+    let tidb = tokio::task::spawn_blocking(move || Tidb::new(store, tso, regions))
+        .await
+        .context("bootstrapping the TiDB stand-in")??;
     println!("tidal sim: PD listening on {}", cluster.pd_addr());
     println!(
         "tidal sim: stores {}",
@@ -434,14 +446,6 @@ async fn run_async(args: SimArgs) -> anyhow::Result<()> {
     );
     let _ = std::io::stdout().flush();
 
-    let (store, tso, regions) = (
-        cluster.store().clone(),
-        cluster.tso().clone(),
-        cluster.regions().clone(),
-    );
-    let tidb = tokio::task::spawn_blocking(move || Tidb::new(store, tso, regions))
-        .await
-        .context("bootstrapping the TiDB stand-in")??;
     let handles: Vec<WorkloadHandle> = args
         .workloads
         .iter()
